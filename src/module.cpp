@@ -1,0 +1,31 @@
+// arenagrad._core: the only place where the C++ core meets Python.
+//
+// Value and its operators live in value_type.cpp (CPython API, for speed on the per-op path);
+// everything called once per graph or per step is bound here with pybind11.
+#include <pybind11/pybind11.h>
+
+#include "value_type.hpp"
+
+namespace py = pybind11;
+using arenagrad::binding::arena;
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "arenagrad's native engine: the node arena and the Value type.";
+    if (!arenagrad::binding::add_value_type(m.ptr())) throw py::error_already_set();
+
+    m.def(
+        "arena_stats",
+        [] {
+            const arenagrad::ArenaStats s = arena().stats();
+            py::dict d;
+            d["live"] = s.live;
+            d["capacity"] = s.capacity;
+            d["free"] = s.free;
+            d["pool_used"] = s.pool_used;
+            d["pool_capacity"] = s.pool_capacity;
+            d["bytes"] = s.bytes;
+            return d;
+        },
+        "Counts of the process-wide node arena: live nodes, slots (capacity), free slots, child-pool "
+        "entries in use and allocated, and the heap bytes its arrays hold.");
+}

@@ -1,0 +1,28 @@
+// The Python Value type: a handle to one arena node.
+//
+// It is written against the CPython API rather than pybind11 because every arithmetic operator
+// goes through it: the number slots are called by the interpreter directly, with no overload
+// resolution and no argument casting, and the object is 32 bytes that the cyclic garbage
+// collector never has to look at (handles own arena nodes, never other Python objects).
+#pragma once
+
+#include <Python.h>
+
+#include "arena.hpp"
+
+namespace arenagrad::binding {
+
+// The one arena behind every Value of this process. The GIL serialises access to it.
+Arena& arena();
+
+// Readies the Value type and adds Value, sum and dot to the module. False with a Python
+// exception set on failure.
+bool add_value_type(PyObject* module);
+
+// A new reference to the (unique) Python handle of a node, creating one if it has none.
+PyObject* handle_for(NodeId id);
+
+// The node of a Value, or false if obj is not a Value.
+bool node_of(PyObject* obj, NodeId* id);
+
+}  // namespace arenagrad::binding
