@@ -7,7 +7,7 @@ namespace arenagrad {
 
 namespace {
 
-// NodeId is 32 bits; the top value is kept free so a corrupt id is easy to spot in a debugger.
+// NodeId is 32 bits; the top value is reserved (kUnordered).
 constexpr std::size_t kMaxNodes = 0xFFFFFFFEu;
 // Compaction walks every slot, so it only pays off once the dead part of the pool is large.
 constexpr std::size_t kMinPoolGarbage = 4096;
@@ -19,41 +19,90 @@ std::size_t heap_bytes(const std::vector<T>& v) {
 
 }  // namespace
 
-// Makes room for one more node so that allocate() cannot throw: every op checks this before it
+// --- slots -----------------------------------------------------------------------------------
+
+// Makes room for one more node so that allocate() cannot throw: every op calls this before it
 // touches any reference count, so running out of memory leaves the arena exactly as it was.
 void Arena::reserve_node() {
-    if (!free_slots_.empty() || value_.size() < value_.capacity()) return;
+    if (free_count_ != 0 || value_.size() < value_.capacity()) return;
     if (value_.size() >= kMaxNodes) throw std::length_error("arenagrad: the node arena is full (2^32 - 2 nodes)");
-    const std::size_t want = std::max<std::size_t>(64, 2 * value_.size());
+    const std::size_t want = std::min(kMaxNodes, std::max<std::size_t>(64, 2 * value_.size()));
     value_.reserve(want);
     grad_.reserve(want);
     op_.reserve(want);
     a_.reserve(want);
     b_.reserve(want);
+    low_.reserve(want);
     refs_.reserve(want);
+    free_bits_.resize((want + 63) / 64, 0);  // so freeing any slot never allocates
+}
+
+NodeId Arena::take_free_slot() {
+    while (free_bits_[free_cursor_] == 0) ++free_cursor_;  // free_count_ > 0: a set bit lies ahead
+    std::uint64_t& word = free_bits_[free_cursor_];
+    const auto bit = static_cast<NodeId>(__builtin_ctzll(word));
+    word &= word - 1;
+    --free_count_;
+    return static_cast<NodeId>(free_cursor_ * 64) + bit;
 }
 
 NodeId Arena::allocate(Op op, double value, NodeId a, NodeId b) {
-    if (!free_slots_.empty()) {
-        const NodeId id = free_slots_.back();
-        free_slots_.pop_back();
+    NodeId id;
+    if (free_count_ != 0) {
+        id = take_free_slot();
         value_[id] = value;
         grad_[id] = 0.0;
         op_[id] = op;
         a_[id] = a;
         b_[id] = b;
+        low_[id] = id;
         refs_[id] = 1;
         return id;
     }
-    const auto id = static_cast<NodeId>(value_.size());  // reserve_node() made room
+    id = static_cast<NodeId>(value_.size());  // reserve_node() made room: no push_back throws
     value_.push_back(value);
     grad_.push_back(0.0);
     op_.push_back(op);
     a_.push_back(a);
     b_.push_back(b);
+    low_.push_back(id);
     refs_.push_back(1);
     return id;
 }
+
+NodeId Arena::order_bound(NodeId id, NodeId bound, NodeId c) const {
+    if (op_[c] == Op::Leaf) return bound;  // leaves are never swept, so their ids do not matter
+    if (bound == kUnordered || c > id || low_[c] == kUnordered) return kUnordered;
+    return std::min(bound, low_[c]);
+}
+
+void Arena::release(NodeId id) {
+    release_stack_.push_back(id);
+    while (!release_stack_.empty()) {
+        const NodeId n = release_stack_.back();
+        release_stack_.pop_back();
+        if (--refs_[n] == 0) free_slot(n, release_stack_);
+    }
+}
+
+void Arena::free_slot(NodeId id, std::vector<NodeId>& pending) {
+    const Op op = op_[id];
+    if (is_nary(op)) {
+        pending.insert(pending.end(), pool_.begin() + a_[id], pool_.begin() + a_[id] + b_[id]);
+        pool_garbage_ += b_[id];
+    } else if (op != Op::Leaf) {
+        pending.push_back(a_[id]);
+        // Every binary op, PowConst included, owns its second child (the exponent constant).
+        if (arity(op) == 2) pending.push_back(b_[id]);
+    }
+    if (!labels_.empty()) labels_.erase(id);
+    op_[id] = Op::Leaf;
+    free_bits_[id >> 6] |= std::uint64_t{1} << (id & 63);
+    free_cursor_ = std::min<std::size_t>(free_cursor_, id >> 6);
+    ++free_count_;
+}
+
+// --- creation --------------------------------------------------------------------------------
 
 NodeId Arena::leaf(double value) {
     reserve_node();
@@ -69,7 +118,11 @@ Status Arena::apply(Op op, NodeId a, NodeId b, NodeId* out) {
         reserve_node();
         retain(a);
         if constexpr (Rule::arity == 2) retain(b);
-        *out = allocate(op, e.value, a, Rule::arity == 2 ? b : 0);
+        const NodeId id = allocate(op, e.value, a, Rule::arity == 2 ? b : 0);
+        NodeId bound = order_bound(id, id, a);
+        if constexpr (Rule::arity == 2) bound = order_bound(id, bound, b);
+        low_[id] = bound;
+        *out = id;
         return Status::Ok;
     });
 }
@@ -106,7 +159,11 @@ NodeId Arena::sum(const NodeId* ids, std::size_t n) {
         retain(ids[i]);
         total += value_[ids[i]];
     }
-    return allocate(Op::Sum, total, offset, static_cast<NodeId>(n));
+    const NodeId id = allocate(Op::Sum, total, offset, static_cast<NodeId>(n));
+    NodeId bound = id;
+    for (std::size_t i = 0; i < n; ++i) bound = order_bound(id, bound, ids[i]);
+    low_[id] = bound;
+    return id;
 }
 
 NodeId Arena::dot(const NodeId* ws, const NodeId* xs, std::size_t n) {
@@ -120,44 +177,14 @@ NodeId Arena::dot(const NodeId* ws, const NodeId* xs, std::size_t n) {
         retain(xs[i]);
         total += value_[ws[i]] * value_[xs[i]];
     }
-    return allocate(Op::Dot, total, offset, static_cast<NodeId>(2 * n));
+    const NodeId id = allocate(Op::Dot, total, offset, static_cast<NodeId>(2 * n));
+    NodeId bound = id;
+    for (std::size_t i = 0; i < n; ++i) bound = order_bound(id, order_bound(id, bound, ws[i]), xs[i]);
+    low_[id] = bound;
+    return id;
 }
 
-void Arena::release(NodeId id) {
-    release_stack_.push_back(id);
-    while (!release_stack_.empty()) {
-        const NodeId n = release_stack_.back();
-        release_stack_.pop_back();
-        if (--refs_[n] == 0) free_slot(n, release_stack_);
-    }
-}
-
-void Arena::free_slot(NodeId id, std::vector<NodeId>& pending) {
-    const Op op = op_[id];
-    if (is_nary(op)) {
-        pending.insert(pending.end(), pool_.begin() + a_[id], pool_.begin() + a_[id] + b_[id]);
-        pool_garbage_ += b_[id];
-    } else if (op != Op::Leaf) {
-        pending.push_back(a_[id]);
-        // Every binary op, PowConst included, owns its second child (the exponent constant).
-        if (arity(op) == 2) pending.push_back(b_[id]);
-    }
-    if (!labels_.empty()) labels_.erase(id);
-    op_[id] = Op::Leaf;
-    free_slots_.push_back(id);
-}
-
-std::uint32_t Arena::num_children(NodeId id) const {
-    const Op op = op_[id];
-    if (op == Op::Leaf) return 0;
-    if (is_nary(op)) return b_[id];
-    return visit_elementary(op, [](auto rule) { return differentiable_inputs<decltype(rule)>(); });
-}
-
-NodeId Arena::child(NodeId id, std::uint32_t i) const {
-    if (is_nary(op_[id])) return pool_[a_[id] + i];
-    return i == 0 ? a_[id] : b_[id];
-}
+// --- labels ----------------------------------------------------------------------------------
 
 static const std::string kNoLabel;
 
@@ -174,38 +201,20 @@ void Arena::set_label(NodeId id, std::string label) {
     }
 }
 
-void Arena::topological_order(NodeId root, std::vector<NodeId>& order) {
-    order.clear();
-    if (is_leaf(root)) return;
-    if (visit_mark_.size() < value_.size()) visit_mark_.resize(value_.size(), 0);
+// --- differentiation -------------------------------------------------------------------------
+
+std::uint32_t Arena::next_epoch() {
+    if (visit_mark_.size() < value_.size()) visit_mark_.resize(value_.capacity(), 0);
     if (++visit_epoch_ == 0) {  // the epoch wrapped: old marks could alias the new epoch
         std::fill(visit_mark_.begin(), visit_mark_.end(), 0);
         visit_epoch_ = 1;
     }
-    const std::uint32_t epoch = visit_epoch_;
-
-    // Depth-first post-order: a node is emitted once all its children are. Leaves are skipped:
-    // they have nothing to propagate and their grads accumulate rather than reset.
-    dfs_stack_.clear();
-    dfs_stack_.emplace_back(root, 0);
-    visit_mark_[root] = epoch;
-    while (!dfs_stack_.empty()) {
-        auto& [node, next] = dfs_stack_.back();
-        if (next < num_children(node)) {
-            const NodeId c = child(node, next++);
-            if (op_[c] != Op::Leaf && visit_mark_[c] != epoch) {
-                visit_mark_[c] = epoch;
-                dfs_stack_.emplace_back(c, 0);  // invalidates node/next, which are not used again
-            }
-        } else {
-            order.push_back(node);
-            dfs_stack_.pop_back();
-        }
-    }
-    std::reverse(order.begin(), order.end());
+    return visit_epoch_;
 }
 
-inline void Arena::propagate(NodeId id) {
+// Calls add_grad(child, grad(id) * local derivative) for each differentiable child.
+template <class AddGrad>
+__attribute__((always_inline)) inline void Arena::propagate(NodeId id, AddGrad&& add_grad) {
     const double g = grad_[id];
     const Op op = op_[id];
     switch (op) {
@@ -213,7 +222,7 @@ inline void Arena::propagate(NodeId id) {
             return;
         case Op::Sum: {
             const NodeId* c = pool_.data() + a_[id];
-            for (std::uint32_t i = 0; i < b_[id]; ++i) grad_[c[i]] += g;
+            for (std::uint32_t i = 0; i < b_[id]; ++i) add_grad(c[i], g);
             return;
         }
         case Op::Dot: {
@@ -221,8 +230,8 @@ inline void Arena::propagate(NodeId id) {
             const std::uint32_t n = b_[id] / 2;
             const NodeId* x = w + n;
             for (std::uint32_t i = 0; i < n; ++i) {
-                grad_[w[i]] += g * value_[x[i]];
-                grad_[x[i]] += g * value_[w[i]];
+                add_grad(w[i], g * value_[x[i]]);
+                add_grad(x[i], g * value_[w[i]]);
             }
             return;
         }
@@ -232,10 +241,79 @@ inline void Arena::propagate(NodeId id) {
                 const NodeId a = a_[id];
                 const NodeId b = b_[id];
                 const Partials p = Rule::partials(value_[a], Rule::arity == 2 ? value_[b] : 0.0, value_[id]);
-                grad_[a] += g * p.da;
-                if constexpr (differentiable_inputs<Rule>() == 2) grad_[b] += g * p.db;
+                add_grad(a, g * p.da);
+                if constexpr (differentiable_inputs<Rule>() == 2) add_grad(b, g * p.db);
             });
     }
+}
+
+// One pass over the id range, highest first: every parent of a node has a higher id, so a
+// node's grad is complete when the sweep reaches it. A non-leaf's grad is reset by the first
+// contribution it receives (0.0 + v, exactly what zero-then-add gives), a leaf's accumulates.
+void Arena::sweep_ordered(NodeId root, std::vector<NodeId>* visited) {
+    const std::uint32_t epoch = next_epoch();
+    visit_mark_[root] = epoch;
+    const NodeId low = low_[root];
+    for (NodeId id = root;; --id) {
+        if (visit_mark_[id] == epoch) {
+            if (visited != nullptr) {
+                visited->push_back(id);
+                const std::uint32_t n = num_children(id);
+                for (std::uint32_t i = 0; i < n; ++i) {
+                    const NodeId c = child(id, i);
+                    if (op_[c] != Op::Leaf) visit_mark_[c] = epoch;
+                }
+            } else {
+                propagate(id, [&](NodeId c, double v) {
+                    if (op_[c] == Op::Leaf) {
+                        grad_[c] += v;
+                    } else if (visit_mark_[c] != epoch) {
+                        visit_mark_[c] = epoch;
+                        grad_[c] = 0.0 + v;
+                    } else {
+                        grad_[c] += v;
+                    }
+                });
+            }
+        }
+        if (id == low) break;
+    }
+}
+
+void Arena::topological_order(NodeId root, std::vector<NodeId>& order) {
+    order.clear();
+    if (is_leaf(root)) return;
+    if (id_ordered(root)) {
+        sweep_ordered(root, &order);
+        return;
+    }
+    const std::uint32_t epoch = next_epoch();
+    // Depth-first post-order: a node is emitted once all its children are. Leaves are skipped:
+    // they have nothing to propagate and their grads accumulate rather than reset.
+    dfs_stack_.clear();
+    dfs_stack_.push_back({root, 0, num_children(root)});
+    visit_mark_[root] = epoch;
+    while (!dfs_stack_.empty()) {
+        DfsFrame& top = dfs_stack_.back();
+        if (top.next < top.count) {
+            const NodeId c = child(top.node, top.next++);
+            if (op_[c] != Op::Leaf && visit_mark_[c] != epoch) {
+                visit_mark_[c] = epoch;
+                dfs_stack_.push_back({c, 0, num_children(c)});  // invalidates `top`, unused from here
+            }
+        } else {
+            order.push_back(top.node);
+            dfs_stack_.pop_back();
+        }
+    }
+    std::reverse(order.begin(), order.end());
+}
+
+void Arena::sweep_dfs(NodeId root) {
+    topological_order(root, order_);
+    for (const NodeId n : order_) grad_[n] = 0.0;
+    grad_[root] = 1.0;
+    for (const NodeId n : order_) propagate(n, [this](NodeId c, double v) { grad_[c] += v; });
 }
 
 void Arena::backward(NodeId root) {
@@ -243,24 +321,32 @@ void Arena::backward(NodeId root) {
         grad_[root] += 1.0;
         return;
     }
-    topological_order(root, order_);
-    for (const NodeId n : order_) grad_[n] = 0.0;
     grad_[root] = 1.0;
-    for (const NodeId n : order_) propagate(n);
+    if (id_ordered(root)) {
+        ++sweeps_ordered_;
+        sweep_ordered(root, nullptr);
+    } else {
+        ++sweeps_dfs_;
+        sweep_dfs(root);
+    }
 }
 
-void Arena::backward_step(NodeId id) { propagate(id); }
+void Arena::backward_step(NodeId id) {
+    propagate(id, [this](NodeId c, double v) { grad_[c] += v; });
+}
 
 ArenaStats Arena::stats() const {
     ArenaStats s{};
     s.capacity = value_.size();
-    s.free = free_slots_.size();
+    s.free = free_count_;
     s.live = s.capacity - s.free;
     s.pool_capacity = pool_.capacity();
     s.pool_used = pool_.size() - pool_garbage_;
+    s.sweeps_ordered = sweeps_ordered_;
+    s.sweeps_dfs = sweeps_dfs_;
     s.bytes = heap_bytes(value_) + heap_bytes(grad_) + heap_bytes(op_) + heap_bytes(a_) + heap_bytes(b_) +
-              heap_bytes(refs_) + heap_bytes(free_slots_) + heap_bytes(pool_) + heap_bytes(visit_mark_) +
-              heap_bytes(dfs_stack_) + heap_bytes(order_) + heap_bytes(release_stack_);
+              heap_bytes(low_) + heap_bytes(refs_) + heap_bytes(free_bits_) + heap_bytes(pool_) +
+              heap_bytes(visit_mark_) + heap_bytes(dfs_stack_) + heap_bytes(order_) + heap_bytes(release_stack_);
     return s;
 }
 
