@@ -311,9 +311,7 @@ void Arena::topological_order(NodeId root, std::vector<NodeId>& order) {
 
 void Arena::sweep_dfs(NodeId root) {
     topological_order(root, order_);
-    for (const NodeId n : order_) grad_[n] = 0.0;
-    grad_[root] = 1.0;
-    for (const NodeId n : order_) propagate(n, [this](NodeId c, double v) { grad_[c] += v; });
+    backward_along(order_);
 }
 
 void Arena::backward(NodeId root) {
@@ -329,6 +327,39 @@ void Arena::backward(NodeId root) {
         ++sweeps_dfs_;
         sweep_dfs(root);
     }
+}
+
+Status Arena::recompute(NodeId id) {
+    const Op op = op_[id];
+    if (op == Op::Leaf) return Status::Ok;
+    if (op == Op::Sum) {
+        const NodeId* c = pool_.data() + a_[id];
+        double total = 0.0;
+        for (std::uint32_t i = 0; i < b_[id]; ++i) total += value_[c[i]];
+        value_[id] = total;
+        return Status::Ok;
+    }
+    if (op == Op::Dot) {
+        const NodeId* w = pool_.data() + a_[id];
+        const std::uint32_t n = b_[id] / 2;
+        double total = 0.0;
+        for (std::uint32_t i = 0; i < n; ++i) total += value_[w[i]] * value_[w[n + i]];
+        value_[id] = total;
+        return Status::Ok;
+    }
+    return visit_elementary(op, [&](auto rule) {
+        using Rule = decltype(rule);
+        const Eval e = Rule::forward(value_[a_[id]], Rule::arity == 2 ? value_[b_[id]] : 0.0);
+        if (e.status == Status::Ok) value_[id] = e.value;
+        return e.status;
+    });
+}
+
+void Arena::backward_along(const std::vector<NodeId>& order) {
+    if (order.empty()) return;
+    for (const NodeId n : order) grad_[n] = 0.0;
+    grad_[order.front()] = 1.0;
+    for (const NodeId n : order) propagate(n, [this](NodeId c, double v) { grad_[c] += v; });
 }
 
 void Arena::backward_step(NodeId id) {

@@ -94,6 +94,12 @@ class Arena {
     // the order backward() visits them, so a kept order replays bit for bit.
     void topological_order(NodeId root, std::vector<NodeId>& order);
 
+    // --- replay (see tape.hpp): the same rules, along an order computed once ---
+    // Re-evaluates one non-leaf node from its children's current values.
+    Status recompute(NodeId id);
+    // backward(order.front()) for an order from topological_order(): same result, bit for bit.
+    void backward_along(const std::vector<NodeId>& order);
+
     ArenaStats stats() const;
 
   private:

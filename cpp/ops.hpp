@@ -88,7 +88,8 @@ struct Div {
         if (b == 0.0) return {0.0, Status::ZeroDivision};
         return ok(a / b);
     }
-    static Partials partials(double a, double b, double) { return {1.0 / b, -a / (b * b)}; }
+    // -a/b^2 as -(a/b)/b, as PyTorch does: b*b underflows to zero for |b| < 1e-162.
+    static Partials partials(double, double b, double out) { return {1.0 / b, -(out / b)}; }
 };
 
 // a ** b with a Value exponent: gradients flow to both.

@@ -4,6 +4,7 @@
 // everything called once per graph or per step is bound here with pybind11.
 #include <pybind11/pybind11.h>
 
+#include "replay.hpp"
 #include "value_type.hpp"
 
 namespace py = pybind11;
@@ -12,6 +13,7 @@ using arenagrad::binding::arena;
 PYBIND11_MODULE(_core, m) {
     m.doc() = "arenagrad's native engine: the node arena and the Value type.";
     if (!arenagrad::binding::add_value_type(m.ptr())) throw py::error_already_set();
+    arenagrad::binding::bind_replay(m);
 
     m.def(
         "arena_stats",

@@ -86,43 +86,11 @@ std::string repr(double x) {
     return s;
 }
 
-// The exponent as micrograd's f'**{other}' shows it for the usual int exponents: "**2", "**-1".
+// The exponent as micrograd's f'**{other}' shows the usual int exponents: "**2", "**-1", "**0.5".
 std::string exponent_text(double k) {
-    if (std::isfinite(k) && std::floor(k) == k && std::fabs(k) < 1e15) {
-        return std::to_string(static_cast<long long>(k));
-    }
-    return repr(k);
-}
-
-PyObject* set_op_error(Status status, Op op, double a, double b) {
-    const std::string sa = repr(a);
-    const std::string sb = repr(b);
-    switch (status) {
-        case Status::ZeroDivision:
-            if (op == Op::Div) return PyErr_Format(PyExc_ZeroDivisionError, "division by zero: %s / %s", sa.c_str(), sb.c_str());
-            return PyErr_Format(PyExc_ZeroDivisionError, "0.0 cannot be raised to a negative power: %s ** %s", sa.c_str(),
-                                sb.c_str());
-        case Status::Domain:
-            if (op == Op::Pow || op == Op::PowConst) {
-                return PyErr_Format(PyExc_ValueError,
-                                    "negative number cannot be raised to a fractional power: %s ** %s (the result "
-                                    "would be complex)",
-                                    sa.c_str(), sb.c_str());
-            }
-            if (op == Op::Log) return PyErr_Format(PyExc_ValueError, "math domain error: log(%s) needs a positive number", sa.c_str());
-            if (op == Op::Sqrt) {
-                return PyErr_Format(PyExc_ValueError, "math domain error: sqrt(%s) needs a non-negative number", sa.c_str());
-            }
-            return PyErr_Format(PyExc_ValueError, "math domain error: %s(%s)", op_name(op), sa.c_str());
-        case Status::Overflow:
-            if (op == Op::Pow || op == Op::PowConst) {
-                return PyErr_Format(PyExc_OverflowError, "math range error: %s ** %s overflows a float", sa.c_str(), sb.c_str());
-            }
-            return PyErr_Format(PyExc_OverflowError, "math range error: %s(%s) overflows a float", op_name(op), sa.c_str());
-        case Status::Ok:
-            break;
-    }
-    return PyErr_Format(PyExc_SystemError, "arenagrad: unexpected status for op %s", op_name(op));
+    std::string text = repr(k);
+    if (text.size() > 2 && text.compare(text.size() - 2, 2, ".0") == 0) text.resize(text.size() - 2);
+    return text;
 }
 
 // An operand of a binary op: an existing node, or a constant leaf made for a plain number.
@@ -168,9 +136,15 @@ void drop(const Operand& o) {
 PyObject* binary(Op op, PyObject* x, PyObject* y) {
     Operand a, b;
     const int r = resolve(x, y, a, b);
-    if (r <= 0) {
-        if (r == 0) Py_RETURN_NOTIMPLEMENTED;
-        return nullptr;
+    if (r < 0) return nullptr;
+    if (r == 0) {
+        // Raise here rather than return NotImplemented: otherwise another engine's reflected
+        // operator (micrograd's, say) would wrap this Value as if it were a number.
+        PyObject* other = is_value(x) ? y : x;
+        return PyErr_Format(PyExc_TypeError,
+                            "unsupported operand for %s: %.200s; expected a real number or an arenagrad.Value "
+                            "(Values of other engines do not mix)",
+                            op == Op::PowConst ? "**" : op_name(op), Py_TYPE(other)->tp_name);
     }
     NodeId out = 0;
     Status status;
@@ -518,6 +492,37 @@ PyMethodDef module_functions[] = {
 };
 
 }  // namespace
+
+PyObject* set_op_error(Status status, Op op, double a, double b) {
+    const std::string sa = repr(a);
+    const std::string sb = repr(b);
+    switch (status) {
+        case Status::ZeroDivision:
+            if (op == Op::Div) return PyErr_Format(PyExc_ZeroDivisionError, "division by zero: %s / %s", sa.c_str(), sb.c_str());
+            return PyErr_Format(PyExc_ZeroDivisionError, "0.0 cannot be raised to a negative power: %s ** %s", sa.c_str(),
+                                sb.c_str());
+        case Status::Domain:
+            if (op == Op::Pow || op == Op::PowConst) {
+                return PyErr_Format(PyExc_ValueError,
+                                    "negative number cannot be raised to a fractional power: %s ** %s (the result "
+                                    "would be complex)",
+                                    sa.c_str(), sb.c_str());
+            }
+            if (op == Op::Log) return PyErr_Format(PyExc_ValueError, "math domain error: log(%s) needs a positive number", sa.c_str());
+            if (op == Op::Sqrt) {
+                return PyErr_Format(PyExc_ValueError, "math domain error: sqrt(%s) needs a non-negative number", sa.c_str());
+            }
+            return PyErr_Format(PyExc_ValueError, "math domain error: %s(%s)", op_name(op), sa.c_str());
+        case Status::Overflow:
+            if (op == Op::Pow || op == Op::PowConst) {
+                return PyErr_Format(PyExc_OverflowError, "math range error: %s ** %s overflows a float", sa.c_str(), sb.c_str());
+            }
+            return PyErr_Format(PyExc_OverflowError, "math range error: %s(%s) overflows a float", op_name(op), sa.c_str());
+        case Status::Ok:
+            break;
+    }
+    return PyErr_Format(PyExc_SystemError, "arenagrad: unexpected status for op %s", op_name(op));
+}
 
 Arena& arena() {
     static Arena* instance = new Arena();  // never destroyed: Values may die during interpreter exit

@@ -25,4 +25,8 @@ PyObject* handle_for(NodeId id);
 // The node of a Value, or false if obj is not a Value.
 bool node_of(PyObject* obj, NodeId* id);
 
+// Sets the Python exception an op's forward Status stands for (ZeroDivisionError, ValueError,
+// OverflowError) with a message naming the op and its operands; returns null.
+PyObject* set_op_error(Status status, Op op, double a, double b);
+
 }  // namespace arenagrad::binding

@@ -3,9 +3,12 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <algorithm>
 #include <vector>
 
 #include "arena.hpp"
+#include "optimizer.hpp"
+#include "tape.hpp"
 
 using arenagrad::Arena;
 using arenagrad::NodeId;
@@ -95,6 +98,52 @@ void test_pool_stays_bounded() {
     for (const NodeId x : xs) CHECK(arena.refcount(x) == 1);
 }
 
+void test_tape_replays_scalar_and_batched() {
+    Arena arena;
+    const NodeId x = arena.leaf(1.0), w = arena.leaf(0.5), k = arena.leaf(2.0);
+    const NodeId pw = apply(arena, Op::PowConst, x, k);               // x ** 2
+    const NodeId ws[] = {w, x};
+    const NodeId xs[] = {pw, w};
+    const NodeId d = arena.dot(ws, xs, 2);                             // w*x^2 + x*w
+    const NodeId root = apply(arena, Op::Relu, apply(arena, Op::Sub, d, k));
+    arenagrad::Tape tape(arena, root, {x});
+    arenagrad::ReplayError error;
+    const double samples[] = {3.0, -1.0, 0.5, 4.0};
+    double out[4];
+    CHECK(tape.forward_batch(samples, 4, out, error));
+    tape.backward_batch(nullptr, out);  // input grads reuse `out`
+    for (int i = 0; i < 4; ++i) {
+        CHECK(tape.forward(&samples[i], error));
+        const double v = samples[i];
+        const double expected = std::max(0.0, 0.5 * v * v + 0.5 * v - 2.0);
+        CHECK(std::fabs(arena.value(root) - expected) < 1e-12);
+    }
+    arena.release(root);  // the tape still owns the graph
+    CHECK(tape.forward(&samples[0], error));
+    const double bad = -1.0;
+    const NodeId lg = apply(arena, Op::Log, x);
+    {
+        arenagrad::Tape log_tape(arena, lg, {x});
+        CHECK(!log_tape.forward(&bad, error) && error.status == Status::Domain);
+    }
+    arena.release(lg);
+}
+
+void test_param_group_sgd() {
+    Arena arena;
+    const NodeId p = arena.leaf(1.0);
+    arena.set_grad(p, 2.0);
+    {
+        arenagrad::ParamGroup group(arena, {p});
+        group.sgd_step(0.1, 0.9, 0.0, 0.0, false);
+        group.sgd_step(0.1, 0.9, 0.0, 0.0, false);
+        CHECK(std::fabs(arena.value(p) - (1.0 - 0.2 - 0.1 * (0.9 * 2.0 + 2.0))) < 1e-15);
+        group.adam_step(0.01, 0.9, 0.999, 1e-8, 0.0);
+        CHECK(group.adam_steps() == 1);
+    }
+    CHECK(arena.refcount(p) == 1);
+}
+
 }  // namespace
 
 int main() {
@@ -102,6 +151,8 @@ int main() {
     test_errors_create_nothing();
     test_deep_chain_frees_iteratively_and_slots_are_reused();
     test_pool_stays_bounded();
+    test_tape_replays_scalar_and_batched();
+    test_param_group_sgd();
     if (failures != 0) {
         std::fprintf(stderr, "%d check(s) failed\n", failures);
         return EXIT_FAILURE;

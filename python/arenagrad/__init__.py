@@ -10,11 +10,11 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _version
 
-from ._core import Value, arena_stats, dot, sum
+from ._core import ParamGroup, Tape, Value, arena_stats, dot, sum
 
 try:
     __version__ = _version("arenagrad")
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["Value", "__version__", "arena_stats", "dot", "sum"]
+__all__ = ["ParamGroup", "Tape", "Value", "__version__", "arena_stats", "dot", "sum"]

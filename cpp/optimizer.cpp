@@ -1,0 +1,73 @@
+#include "optimizer.hpp"
+
+#include <cmath>
+
+namespace arenagrad {
+
+ParamGroup::ParamGroup(Arena& arena, std::vector<NodeId> params) : arena_(arena), params_(std::move(params)) {
+    for (const NodeId p : params_) arena_.retain(p);
+}
+
+ParamGroup::~ParamGroup() {
+    for (const NodeId p : params_) arena_.release(p);
+}
+
+void ParamGroup::zero_grad() {
+    for (const NodeId p : params_) arena_.set_grad(p, 0.0);
+}
+
+void ParamGroup::get_data(double* out) const {
+    for (std::size_t i = 0; i < params_.size(); ++i) out[i] = arena_.value(params_[i]);
+}
+
+void ParamGroup::set_data(const double* values) {
+    for (std::size_t i = 0; i < params_.size(); ++i) arena_.set_value(params_[i], values[i]);
+}
+
+void ParamGroup::get_grad(double* out) const {
+    for (std::size_t i = 0; i < params_.size(); ++i) out[i] = arena_.grad(params_[i]);
+}
+
+void ParamGroup::sgd_step(double lr, double momentum, double dampening, double weight_decay, bool nesterov) {
+    const bool first = momentum_buffer_.empty();
+    if (momentum != 0.0 && first) momentum_buffer_.resize(params_.size());
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+        const NodeId p = params_[i];
+        double g = arena_.grad(p);
+        if (weight_decay != 0.0) g = g + weight_decay * arena_.value(p);
+        if (momentum != 0.0) {
+            double& buf = momentum_buffer_[i];
+            buf = first ? g : buf * momentum + (1.0 - dampening) * g;  // torch clones g on the first step
+            g = nesterov ? g + momentum * buf : buf;
+        }
+        arena_.set_value(p, arena_.value(p) + (-lr) * g);
+    }
+}
+
+void ParamGroup::adam_step(double lr, double beta1, double beta2, double eps, double weight_decay) {
+    if (exp_avg_.empty()) {
+        exp_avg_.assign(params_.size(), 0.0);
+        exp_avg_sq_.assign(params_.size(), 0.0);
+    }
+    ++adam_step_count_;
+    const auto step = static_cast<double>(adam_step_count_);
+    const double bias_correction1 = 1.0 - std::pow(beta1, step);
+    const double bias_correction2 = 1.0 - std::pow(beta2, step);
+    const double step_size = lr / bias_correction1;
+    const double bias_correction2_sqrt = std::sqrt(bias_correction2);
+    const double weight = 1.0 - beta1;
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+        const NodeId p = params_[i];
+        double g = arena_.grad(p);
+        if (weight_decay != 0.0) g = g + weight_decay * arena_.value(p);
+        double& m = exp_avg_[i];
+        // torch's lerp kernel: two formulas, chosen by the weight, for accuracy at both ends.
+        m = weight < 0.5 ? m + weight * (g - m) : g - (g - m) * (1.0 - weight);
+        double& v = exp_avg_sq_[i];
+        v = v * beta2 + (1.0 - beta2) * g * g;
+        const double denom = std::sqrt(v) / bias_correction2_sqrt + eps;
+        arena_.set_value(p, arena_.value(p) + (-step_size) * m / denom);
+    }
+}
+
+}  // namespace arenagrad

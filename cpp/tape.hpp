@@ -1,0 +1,106 @@
+// Native replay of a recorded graph, in the spirit of CppAD's ADFun: record once, then re-run
+// forward and backward with new leaf values and no per-node work outside this file.
+//
+// A Tape owns a reference to its root, which keeps the whole graph below it alive and unchanged
+// (the arena never mutates a live node's children), so a recorded graph cannot be freed or
+// rewired under the tape. What replays is exactly what was recorded: a Python-level branch on
+// a value (`if x.data > 0`) was taken once, at recording, and is not re-decided.
+//
+// Two ways to replay:
+// - scalar: inputs are written into their leaves and every node is recomputed in place in the
+//   arena, in the recorded order, by the op table's rules. Values and grads equal those of
+//   building the graph again eagerly, bit for bit.
+// - batched: the graph is compiled once into a row program, and one call evaluates it for a
+//   whole batch of samples. Each node owns a row of `batch` values stored contiguously
+//   (batch-minor), so every op is a simple loop the compiler can vectorize. Leaves that are not
+//   inputs (parameters, constants) are shared by all samples; their grads are summed over the
+//   batch into the arena.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "arena.hpp"
+
+namespace arenagrad {
+
+// Where a replay's forward pass failed.
+struct ReplayError {
+    Status status = Status::Ok;
+    Op op = Op::Leaf;
+    double a = 0.0;
+    double b = 0.0;
+    std::size_t sample = 0;  // batched replay only
+};
+
+class Tape {
+  public:
+    // Records the graph below root. `inputs` are leaves of that graph whose values each replay
+    // supplies; every other leaf is read from the arena at replay time. Throws
+    // std::invalid_argument (with a message for the user) for a leaf root, an input that is not
+    // a leaf of the graph, or an input given twice.
+    Tape(Arena& arena, NodeId root, std::vector<NodeId> inputs);
+    ~Tape();
+    Tape(const Tape&) = delete;
+    Tape& operator=(const Tape&) = delete;
+
+    NodeId root() const { return order_.front(); }
+    const std::vector<NodeId>& inputs() const { return inputs_; }
+    std::size_t num_nodes() const { return order_.size(); }  // non-leaf nodes
+    std::size_t num_leaves() const { return leaves_.size(); }
+
+    // --- scalar replay, in the arena ---
+    // Writes the inputs (inputs().size() values) into their leaves and recomputes every node.
+    // On failure, values are left partly updated and `error` says where; replay again to fix.
+    bool forward(const double* input_values, ReplayError& error);
+    // Exactly Arena::backward(root), along the recorded order.
+    void backward() { arena_.backward_along(order_); }
+
+    // --- batched replay, in the tape's own rows ---
+    // x is batch rows of inputs().size() values (row-major). Writes each sample's root value to
+    // out[sample]. On failure `error` names the op and the first failing sample.
+    bool forward_batch(const double* x, std::size_t batch, double* out, ReplayError& error);
+    // Seeds the root's grad with seed[sample] (1 for every sample if seed is null), sweeps
+    // back, and adds each shared leaf's grad, summed over the batch, into the arena's grads.
+    // If input_grads is not null it receives d(root)/d(input), batch rows of inputs().size().
+    // Needs a forward_batch first.
+    void backward_batch(const double* seed, double* input_grads);
+    // The batch of values of a node of the graph after forward_batch (batch values), or null
+    // when the node is not in the graph.
+    const double* batch_values(NodeId id) const;
+    std::size_t batch() const { return batch_; }
+
+  private:
+    // One node of the row program: rows index the value/grad buffers.
+    struct Instruction {
+        Op op;
+        std::uint32_t out;
+        std::uint32_t a;      // elementary ops: first operand row; n-ary: offset into child_rows_
+        std::uint32_t b;      // elementary ops: second operand row; n-ary: number of child rows
+    };
+
+    void compile();
+    std::uint32_t root_row() const { return zero_row_ - 1; }  // the root comes last in forward order
+    double* row(std::vector<double>& buffer, std::uint32_t r) { return buffer.data() + std::size_t{r} * batch_; }
+
+    Arena& arena_;
+    std::vector<NodeId> order_;   // non-leaf nodes, root first (Arena::topological_order)
+    std::vector<NodeId> inputs_;
+    std::vector<NodeId> leaves_;  // every leaf of the graph: shared ones first, then the inputs
+
+    // The row program (built on the first batched call). Rows: [shared leaves][inputs][nodes in
+    // forward order][one row of zeros, the unused second operand of unary ops].
+    std::vector<Instruction> program_;
+    std::vector<std::uint32_t> child_rows_;
+    std::vector<NodeId> row_node_;  // node of each row, for batch_values
+    std::size_t num_shared_ = 0;
+    std::uint32_t zero_row_ = 0;
+    std::size_t batch_ = 0;
+    std::vector<double> values_;
+    std::vector<double> grads_;
+    bool have_batch_forward_ = false;
+};
+
+}  // namespace arenagrad

@@ -1,0 +1,196 @@
+// Bindings of the replay API (cpp/tape.hpp) and bulk parameter updates (cpp/optimizer.hpp).
+// Called once per step, not once per op, so pybind11's conveniences cost nothing that matters.
+#include "replay.hpp"
+
+#include <pybind11/numpy.h>
+#include <pybind11/stl.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "optimizer.hpp"
+#include "tape.hpp"
+#include "value_type.hpp"
+
+namespace py = pybind11;
+
+namespace arenagrad::binding {
+
+namespace {
+
+using Array = py::array_t<double, py::array::c_style | py::array::forcecast>;
+
+NodeId node_arg(py::handle obj, const std::string& what) {
+    NodeId id = 0;
+    if (!node_of(obj.ptr(), &id)) {
+        throw py::type_error(what + " must be an arenagrad.Value, not " + std::string(Py_TYPE(obj.ptr())->tp_name));
+    }
+    return id;
+}
+
+std::vector<NodeId> nodes_arg(const py::iterable& values, const std::string& what) {
+    std::vector<NodeId> ids;
+    std::size_t i = 0;
+    for (py::handle v : values) ids.push_back(node_arg(v, what + "[" + std::to_string(i++) + "]"));
+    return ids;
+}
+
+[[noreturn]] void raise_replay_error(const ReplayError& e, bool batched) {
+    set_op_error(e.status, e.op, e.a, e.b);
+    py::error_already_set err;  // fetches the exception just set
+    std::string where = batched ? "while replaying sample " + std::to_string(e.sample) + ": " : "while replaying: ";
+    // Keep the exception type, prefix the message with where it happened.
+    PyErr_SetString(err.type().ptr(), (where + py::str(err.value()).cast<std::string>()).c_str());
+    throw py::error_already_set();
+}
+
+py::object value_handle(NodeId id) { return py::reinterpret_steal<py::object>(handle_for(id)); }
+
+Array copy_row(const double* data, std::size_t n) {
+    Array out(static_cast<py::ssize_t>(n));
+    std::copy_n(data, n, out.mutable_data());
+    return out;
+}
+
+}  // namespace
+
+void bind_replay(py::module_& m) {
+    py::class_<Tape>(m, "Tape", R"doc(
+A recorded graph, replayed in native code.
+
+Tape(root, inputs=()) records the graph below ``root``. ``inputs`` are leaves of that graph
+whose values each replay supplies; every other leaf (parameters, constants) is read from its
+Value at replay time, so parameter updates are seen. The tape owns its graph: it stays alive
+and unchanged while the tape lives, even if every Python handle is dropped.
+
+Only what was recorded replays: a Python-level branch on ``.data`` was decided once, when the
+graph was built. Ops whose derivative depends on the data (relu, abs) are re-evaluated and
+are exact on every replay.
+)doc")
+        .def(py::init([](py::handle root, const py::iterable& inputs) {
+                 return std::make_unique<Tape>(arena(), node_arg(root, "root"), nodes_arg(inputs, "inputs"));
+             }),
+             py::arg("root"), py::arg("inputs") = py::tuple())
+        .def(
+            "forward",
+            [](Tape& tape, const py::object& inputs) {
+                Array values = inputs.is_none() ? Array(0) : Array::ensure(inputs);
+                if (!values || values.ndim() != 1) throw py::type_error("forward() expects a 1-d sequence of numbers");
+                if (static_cast<std::size_t>(values.size()) != tape.inputs().size()) {
+                    throw py::value_error("forward() expects " + std::to_string(tape.inputs().size()) +
+                                          " input values, got " + std::to_string(values.size()));
+                }
+                ReplayError error;
+                if (!tape.forward(values.data(), error)) raise_replay_error(error, false);
+                return arena().value(tape.root());
+            },
+            py::arg("inputs") = py::none(),
+            "Writes the inputs into their leaves, recomputes every node in place and returns the root's "
+            "value: equal, bit for bit, to building the graph again with those values.")
+        .def("backward", &Tape::backward,
+             "root.backward() along the recorded order: fresh grads for the graph's nodes, accumulated "
+             "grads for its leaves.")
+        .def(
+            "forward_batch",
+            [](Tape& tape, const py::object& x) {
+                Array batch = Array::ensure(x);
+                const std::size_t n_in = tape.inputs().size();
+                if (!batch || batch.ndim() != 2 || static_cast<std::size_t>(batch.shape(1)) != n_in ||
+                    batch.shape(0) < 1) {
+                    throw py::value_error("forward_batch() expects a 2-d array of shape (batch, " + std::to_string(n_in) +
+                                          ") with batch >= 1");
+                }
+                const auto n = static_cast<std::size_t>(batch.shape(0));
+                Array out(static_cast<py::ssize_t>(n));
+                ReplayError error;
+                if (!tape.forward_batch(batch.data(), n, out.mutable_data(), error)) raise_replay_error(error, true);
+                return out;
+            },
+            py::arg("x"),
+            "Evaluates the graph for every row of x (one sample per row, one column per input) and returns "
+            "the root's value for each sample.")
+        .def(
+            "backward_batch",
+            [](Tape& tape, const py::object& seed) {
+                if (tape.batch() == 0) throw py::value_error("backward_batch() needs forward_batch() first");
+                std::vector<double> seeds;
+                if (!seed.is_none()) {
+                    Array s = Array::ensure(seed);
+                    if (!s || (s.ndim() != 0 && (s.ndim() != 1 || static_cast<std::size_t>(s.size()) != tape.batch()))) {
+                        throw py::value_error("backward_batch() expects a number or an array of " +
+                                              std::to_string(tape.batch()) + " seeds");
+                    }
+                    seeds.assign(tape.batch(), s.data()[0]);
+                    if (s.ndim() == 1) std::copy_n(s.data(), tape.batch(), seeds.begin());
+                }
+                Array grads({static_cast<py::ssize_t>(tape.batch()), static_cast<py::ssize_t>(tape.inputs().size())});
+                try {
+                    tape.backward_batch(seeds.empty() ? nullptr : seeds.data(), grads.mutable_data());
+                } catch (const std::logic_error& e) {
+                    throw py::value_error(e.what());
+                }
+                return grads;
+            },
+            py::arg("seed") = py::none(),
+            "Backpropagates every sample at once, seeding each sample's root grad with `seed` (1 by "
+            "default; e.g. 1/batch for a mean). Adds the batch-summed grads of the shared leaves "
+            "(parameters) into their .grad and returns d(root)/d(inputs), shape (batch, inputs).")
+        .def(
+            "batch_values",
+            [](const Tape& tape, py::handle value) {
+                const double* row = tape.batch_values(node_arg(value, "value"));
+                if (row == nullptr) {
+                    throw py::value_error("no batch values: the Value is not part of the recorded graph, or "
+                                          "forward_batch() has not run successfully");
+                }
+                return copy_row(row, tape.batch());
+            },
+            py::arg("value"), "The values a node of the graph took for each sample of the last forward_batch().")
+        .def_property_readonly("root", [](const Tape& tape) { return value_handle(tape.root()); })
+        .def_property_readonly("inputs",
+                               [](const Tape& tape) {
+                                   py::list out;
+                                   for (const NodeId id : tape.inputs()) out.append(value_handle(id));
+                                   return out;
+                               })
+        .def_property_readonly("num_nodes", &Tape::num_nodes, "Non-leaf nodes in the recorded graph.")
+        .def_property_readonly("num_leaves", &Tape::num_leaves, "Leaves of the recorded graph, inputs included.");
+
+    py::class_<ParamGroup>(m, "ParamGroup", R"doc(
+Parameters updated in bulk in native code, with PyTorch's SGD and Adam formulas.
+
+ParamGroup(params) keeps its parameters alive; .data and .grad read all of them as one array.
+)doc")
+        .def(py::init([](const py::iterable& params) {
+                 return std::make_unique<ParamGroup>(arena(), nodes_arg(params, "params"));
+             }),
+             py::arg("params"))
+        .def("__len__", &ParamGroup::size)
+        .def("zero_grad", &ParamGroup::zero_grad)
+        .def("sgd_step", &ParamGroup::sgd_step, py::arg("lr"), py::arg("momentum") = 0.0, py::arg("dampening") = 0.0,
+             py::arg("weight_decay") = 0.0, py::arg("nesterov") = false)
+        .def("adam_step", &ParamGroup::adam_step, py::arg("lr"), py::arg("beta1") = 0.9, py::arg("beta2") = 0.999,
+             py::arg("eps") = 1e-8, py::arg("weight_decay") = 0.0)
+        .def_property(
+            "data",
+            [](const ParamGroup& g) {
+                Array out(static_cast<py::ssize_t>(g.size()));
+                g.get_data(out.mutable_data());
+                return out;
+            },
+            [](ParamGroup& g, const py::object& values) {
+                Array v = Array::ensure(values);
+                if (!v || v.ndim() != 1 || static_cast<std::size_t>(v.size()) != g.size()) {
+                    throw py::value_error("ParamGroup.data expects " + std::to_string(g.size()) + " values");
+                }
+                g.set_data(v.data());
+            })
+        .def_property_readonly("grad", [](const ParamGroup& g) {
+            Array out(static_cast<py::ssize_t>(g.size()));
+            g.get_grad(out.mutable_data());
+            return out;
+        });
+}
+
+}  // namespace arenagrad::binding
