@@ -50,6 +50,7 @@ inline Eval python_pow(double a, double b) {
     if (b == 0.0) return ok(1.0);  // even nan ** 0 == 1.0
     if (a == 1.0) return ok(1.0);  // even 1 ** nan == 1.0
     if (std::isnan(a) || std::isnan(b)) return ok(kNaN);
+    if (std::isinf(b)) return ok(std::pow(a, b));  // C99 and Python agree here: 0 ** -inf == inf
     if (a == 0.0 && b < 0.0) return {0.0, Status::ZeroDivision};
     if (a < 0.0 && std::isfinite(a) && std::isfinite(b) && !is_integral(b)) return {0.0, Status::Domain};
     const double r = std::pow(a, b);

@@ -188,7 +188,9 @@ def test_a_training_step_over_a_batched_tape_matches_eager_training() -> None:
     group = ParamGroup(replay_params)
     batch = np.column_stack([x_data, y_data])
     for _ in range(15):
-        losses = [(1.0 - float(y) * score(eager_params, list(map(Value, x)))).relu() for x, y in zip(x_data, y_data)]
+        losses = [
+            (1.0 - float(y) * score(eager_params, list(map(Value, x)))).relu() for x, y in zip(x_data, y_data)
+        ]
         loss = arenagrad.sum(losses) * (1.0 / len(losses))
         for p in eager_params:
             p.grad = 0.0

@@ -1,13 +1,13 @@
 """Type stub for arenagrad's native module (src/module.cpp, src/value_type.cpp)."""
 
 from collections.abc import Iterable, Sequence
-from typing import SupportsFloat, TypedDict, Union
+from typing import SupportsFloat, TypeAlias, TypedDict
 
 import numpy as np
 import numpy.typing as npt
 
-_Number = Union[int, float, np.floating, np.integer]
-_Operand = Union["Value", _Number]
+_Number = int | float | np.floating | np.integer
+_Operand: TypeAlias = "Value | _Number"
 
 class ArenaStats(TypedDict):
     live: int
@@ -87,7 +87,8 @@ class ParamGroup:
         nesterov: bool = False,
     ) -> None: ...
     def adam_step(
-        self, lr: float, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0
+        self, lr: float, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+        weight_decay: float = 0.0,
     ) -> None: ...
 
 def sum(values: Iterable[_Operand]) -> Value: ...
