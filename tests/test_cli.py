@@ -1,0 +1,137 @@
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import arenagrad
+from arenagrad.__main__ import build_parser, main
+
+needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot program is not installed")
+
+NEURON_GRADS = {"x1": -1.5, "w1": 1.0, "x2": 0.5, "w2": 0.0, "b": 0.5, "n": 0.5, "o": 1.0}
+
+
+def test_version(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"arenagrad {arenagrad.__version__}"
+
+
+def test_python_dash_m_runs_the_same_main():
+    result = subprocess.run(
+        [sys.executable, "-m", "arenagrad", "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"arenagrad {arenagrad.__version__}"
+
+
+def test_help_lists_the_subcommands(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for command in ("train", "draw", "neuron"):
+        assert command in out
+
+
+@pytest.mark.parametrize("engine", [[], ["--engine", "native"], ["--engine", "reference"]])
+def test_neuron_prints_forward_and_every_grad(capsys, engine):
+    assert main(["neuron", *engine]) == 0
+    out = capsys.readouterr().out
+    assert "o = tanh(n) = 0.7071" in out
+    rows = dict(
+        (m.group(1), (float(m.group(2)), float(m.group(3))))
+        for m in re.finditer(r"^\s+(\S+)\s+(-?\d+\.\d{4})\s+(-?\d+\.\d{4})$", out, flags=re.MULTILINE)
+    )
+    for name, grad in NEURON_GRADS.items():
+        assert rows[name][1] == pytest.approx(grad, abs=1e-4), name
+    assert rows["o"][0] == pytest.approx(0.7071, abs=1e-4)
+    assert rows["x1"][0] == 2.0 and rows["w1"][0] == -3.0
+
+
+@needs_dot
+@pytest.mark.parametrize("engine", ["native", "reference"])
+def test_draw_writes_an_svg_of_the_neuron(tmp_path, capsys, engine):
+    output = tmp_path / "x.svg"
+    assert main(["draw", "--output", str(output), "--engine", engine]) == 0
+    svg = output.read_text().replace("&#45;", "-")
+    assert "<svg" in svg
+    for text in (">x1<", ">tanh<", ">data 0.7071<", ">grad -1.5000<", ">grad 1.0000<"):
+        assert text in svg
+    assert str(output) in capsys.readouterr().out
+
+
+@needs_dot
+@pytest.mark.parametrize(("name", "magic"), [("graph.png", b"\x89PNG"), ("graph.PDF", b"%PDF")])
+def test_draw_takes_the_format_from_the_extension(tmp_path, name, magic):
+    output = tmp_path / name
+    assert main(["draw", "-o", str(output), "--example", "expression", "--rankdir", "TB"]) == 0
+    assert output.read_bytes().startswith(magic)
+
+
+def test_draw_rejects_unknown_extensions(tmp_path, capsys):
+    assert main(["draw", "--output", str(tmp_path / "graph.jpg")]) == 2
+    assert "must end in .svg, .png, .pdf" in capsys.readouterr().err
+    assert not (tmp_path / "graph.jpg").exists()
+
+
+def test_draw_without_the_dot_program_says_so(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert main(["draw", "--output", str(tmp_path / "x.svg")]) == 1
+    assert "`dot` program was not found" in capsys.readouterr().err
+    assert not (tmp_path / "x.svg").exists()
+
+
+@needs_dot
+def test_draw_into_a_missing_directory_fails_cleanly(tmp_path, capsys):
+    assert main(["draw", "--output", str(tmp_path / "nowhere" / "x.svg")]) == 1
+    assert "cannot write" in capsys.readouterr().err
+
+
+def test_draw_requires_an_output(capsys):
+    assert main(["draw"]) == 2
+    assert "--output" in capsys.readouterr().err
+
+
+def test_unknown_subcommand_is_a_usage_error(capsys):
+    assert main(["frobnicate"]) == 2
+    assert "invalid choice: 'frobnicate'" in capsys.readouterr().err
+
+
+def test_unknown_option_is_a_usage_error(capsys):
+    assert main(["neuron", "--bogus"]) == 2
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+# The pure-Python engine is slow: a smaller data set keeps its run short.
+@pytest.mark.parametrize(
+    "extra", [[], ["--engine", "reference", "--samples", "20"]], ids=["native", "reference"]
+)
+def test_train_runs_a_few_steps(capsys, extra):
+    assert main(["train", "--steps", "5", *extra]) == 0
+    out = capsys.readouterr().out
+    assert "steps: 5" in out and "final loss" in out
+    assert ("reference engine" if extra else "native engine") in out
+
+
+def test_no_subcommand_runs_train_with_its_defaults(capsys, monkeypatch):
+    import arenagrad.train
+
+    seen = {}
+
+    def fake_run(args):
+        seen.update(vars(args))
+        return 0
+
+    monkeypatch.setattr(arenagrad.train, "run", fake_run)
+    assert main([]) == 0
+    assert seen["subcommand"] == "train"
+    assert seen == vars(build_parser().parse_args(["train"]))
+
+
+def test_a_broken_train_module_leaves_the_rest_usable(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "arenagrad.train", None)
+    assert main(["--help"]) == 0
+    assert "train" in capsys.readouterr().out
+    assert main(["train", "--steps", "5"]) == 1
+    assert "the train command could not be loaded" in capsys.readouterr().err
+    assert main(["neuron"]) == 0

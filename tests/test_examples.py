@@ -1,0 +1,132 @@
+import os
+import re
+import runpy
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+SCRIPTS = sorted(p.name for p in EXAMPLES.glob("[0-9][0-9]_*.py"))
+needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot program is not installed")
+
+
+def run(script, *args, env=None):
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / script), *args],
+        capture_output=True, text=True, timeout=120, env=env,
+    )
+    assert result.returncode == 0, f"{script} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def env_without_dot(tmp_path):
+    # An empty directory as the whole PATH: no `dot` to find, as on a machine without Graphviz.
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    return {**os.environ, "PATH": str(empty), "TMPDIR": str(tmp_path)}
+
+
+def grads_table(out):
+    """{name: [numbers...]} from the rows of an example's table."""
+    rows = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and all(re.fullmatch(r"[-+]?\d+\.\d+(e[-+]\d+)?", p) for p in parts[-2:]):
+            rows[parts[0]] = [float(p) for p in parts[1:] if re.fullmatch(r"[-+]?\d+\.\d+(e[-+]\d+)?", p)]
+    return rows
+
+
+def test_the_five_examples_are_there():
+    assert SCRIPTS == [
+        "01_manual_backprop.py",
+        "02_neuron_by_hand.py",
+        "03_tanh_from_exp.py",
+        "04_train_mlp.py",
+        "05_check_with_pytorch.py",
+    ]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_each_has_a_docstring_and_a_main(script):
+    namespace = runpy.run_path(str(EXAMPLES / script), run_name="example")
+    assert len((namespace["__doc__"] or "").strip().splitlines()) >= 3
+    assert callable(namespace["main"])
+
+
+@needs_dot
+def test_01_manual_backprop_draws_to_the_given_file(tmp_path):
+    graph = tmp_path / "L.svg"
+    out = run("01_manual_backprop.py", str(graph))
+    assert "L = (a*b + c) * f = -8.0000" in out
+    rows = grads_table(out)
+    expected = {"a": 6.0, "b": -4.0, "c": -2.0, "f": 4.0, "e": -2.0, "d": -2.0, "L": 1.0}
+    for name, grad in expected.items():
+        assert rows[name][1:] == [grad, grad], name
+    assert "gradcheck passed" in out
+    assert f"graph drawn to {graph}" in out
+    svg = graph.read_text().replace("&#45;", "-")
+    assert ">grad 6.0000<" in svg and ">data -8.0000<" in svg
+
+
+@needs_dot
+def test_01_manual_backprop_defaults_to_a_temporary_directory(tmp_path):
+    out = run("01_manual_backprop.py", env={**os.environ, "TMPDIR": str(tmp_path)})
+    drawn = Path(re.search(r"graph drawn to (\S+)", out).group(1))
+    assert drawn.is_file() and tmp_path in drawn.parents
+
+
+def test_01_manual_backprop_skips_only_the_drawing_without_dot(tmp_path):
+    out = run("01_manual_backprop.py", str(tmp_path / "L.svg"), env=env_without_dot(tmp_path))
+    assert "gradcheck passed" in out
+    assert "skipping the drawing: Graphviz's `dot` program is not installed" in out
+    assert not (tmp_path / "L.svg").exists()
+
+
+def test_02_neuron_by_hand_matches_backward():
+    out = run("02_neuron_by_hand.py")
+    assert "o = tanh(n) = 0.7071" in out
+    assert "x1*w1._backward()  ->  x1.grad = -1.5000, w1.grad = 1.0000" in out
+    rows = grads_table(out)
+    expected = {"x1": -1.5, "w1": 1.0, "x2": 0.5, "w2": 0.0, "b": 0.5, "n": 0.5, "o": 1.0}
+    for name, grad in expected.items():
+        assert rows[name] == [grad, grad], name
+    assert "same gradients" in out
+
+
+def test_03_tanh_from_exp_agrees_with_tanh():
+    out = run("03_tanh_from_exp.py")
+    values = re.findall(r"= (0\.\d{12})  \((\d+) Values\)", out)
+    assert [v for v, _ in values] == ["0.707106781187", "0.707106781187"]
+    assert int(values[1][1]) > int(values[0][1])
+    rows = grads_table(out)
+    for name, grad in {"x1": -1.5, "w1": 1.0, "x2": 0.5, "w2": 0.0, "b": 0.5}.items():
+        assert rows[name] == [pytest.approx(grad, abs=1e-12)] * 2, name
+    assert "same value and same gradients" in out
+
+
+def test_04_train_mlp_reaches_the_target_loss():
+    out = run("04_train_mlp.py")
+    losses = [float(x) for x in re.findall(r"^step\s+\d+\s+loss (\S+)$", out, flags=re.MULTILINE)]
+    assert len(losses) >= 2 and losses[0] > 0.1
+    assert losses[-1] < 0.01 and all(loss >= 0.01 for loss in losses[:-1])
+    assert re.search(r"loss under 0.01 after \d+ steps", out)
+    predictions = [float(x) for x in re.search(r"predictions:(.*)", out).group(1).split()]
+    assert [p > 0 for p in predictions] == [True, False, False, True]
+
+
+def test_05_check_with_pytorch_agrees_to_1e_12():
+    out = run("05_check_with_pytorch.py")
+    assert "arenagrad and PyTorch agree to 1e-12" in out
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[1:7]}
+    assert set(rows) == {"o", "dx1", "dx2", "dw1", "dw2", "db"}
+    for ours, theirs, difference in rows.values():
+        assert abs(float(ours) - float(theirs)) <= 1e-12 and float(difference) <= 1e-12
+
+
+@pytest.mark.parametrize("script", [s for s in SCRIPTS if not s.startswith("01_")])
+def test_runs_without_the_dot_program(tmp_path, script):
+    out = run(script, env=env_without_dot(tmp_path))
+    assert out.strip()
