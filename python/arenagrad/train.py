@@ -1,0 +1,325 @@
+"""The ``arenagrad train`` command: train an MLP on a 2-D toy data set and report how it went.
+
+With no options it is micrograd's demo: 100 moons with noise 0.1, an MLP 2-16-16-1 with ReLU, the max-margin
+loss plus a 1e-4 L2 penalty, full-batch SGD with the learning rate decaying linearly from 1.0 to 0.1 over 100
+steps, seed 1337 for the data and the weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from .losses import bce_with_logits, hinge_loss, l2_penalty
+from .nn import ACTIVATIONS, MLP, resolve_engine
+from .optim import SGD, Adam, LinearLR, Optimizer
+from .serialization import save
+
+__all__ = ["History", "TrainResult", "add_arguments", "run", "train_model"]
+
+DATASETS = ("moons", "blobs", "circles")
+DEFAULT_LR = {"sgd": 1.0, "adam": 0.05}
+FINAL_LR_FACTOR = 0.1  # micrograd's demo ends at a tenth of its starting learning rate
+
+
+def _int_in(low: int, high: float = float("inf")) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if not low <= value <= high:
+            bound = f">= {low}" if high == float("inf") else f"in [{low}, {int(high)}]"
+            raise argparse.ArgumentTypeError(f"expected a whole number {bound}, got {value}")
+        return value
+
+    return parse
+
+
+_positive_int = _int_in(1)
+
+
+def _float_at_least(low: float, strict: bool) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not np.isfinite(value) or value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(
+                f"expected a finite number {'>' if strict else '>='} {low}, got {text}"
+            )
+        return value
+
+    return parse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``train`` options to ``parser``; the defaults reproduce micrograd's demo."""
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", choices=DATASETS, default="moons", help="toy data set (default: moons)")
+    data.add_argument("--samples", type=_int_in(2), default=100, help="number of points (default: 100)")
+    data.add_argument(
+        "--noise",
+        type=_float_at_least(0.0, False),
+        default=None,
+        help="noise level (default: the data set's own, 0.1 for moons and circles, 1.0 for blobs)",
+    )
+    model = parser.add_argument_group("model")
+    model.add_argument(
+        "--hidden",
+        type=_positive_int,
+        nargs="*",
+        default=[16, 16],
+        metavar="SIZE",
+        help="hidden layer sizes (default: 16 16); the output layer is one linear neuron",
+    )
+    model.add_argument(
+        "--activation", choices=ACTIVATIONS, default="relu", help="hidden activation (default: relu)"
+    )
+    fit = parser.add_argument_group("training")
+    fit.add_argument(
+        "--loss",
+        choices=("hinge", "bce"),
+        default="hinge",
+        help="hinge: micrograd's max-margin loss; bce: binary cross-entropy on the logit (default: hinge)",
+    )
+    fit.add_argument(
+        "--alpha",
+        type=_float_at_least(0.0, False),
+        default=1e-4,
+        help="L2 penalty alpha * sum(p*p) (default: 1e-4)",
+    )
+    fit.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd", help="default: sgd")
+    fit.add_argument(
+        "--lr",
+        type=_float_at_least(0.0, True),
+        default=None,
+        help=f"initial learning rate (default: {DEFAULT_LR['sgd']} for sgd, {DEFAULT_LR['adam']} for adam)",
+    )
+    fit.add_argument(
+        "--schedule",
+        choices=("linear", "constant"),
+        default="linear",
+        help=f"linear: decay the learning rate to {FINAL_LR_FACTOR} x lr over the run (default)",
+    )
+    fit.add_argument(
+        "--momentum", type=_float_at_least(0.0, False), default=0.0, help="SGD momentum (default: 0)"
+    )
+    fit.add_argument("--steps", type=_positive_int, default=100, help="optimizer steps (default: 100)")
+    fit.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=None,
+        help="random samples per step (default: the full data set)",
+    )
+    fit.add_argument(
+        "--seed",
+        type=_int_in(0, 2**32 - 1),
+        default=1337,
+        help="seeds the data, the weights and the batches (default: 1337)",
+    )
+    fit.add_argument(
+        "--engine",
+        choices=("native", "reference"),
+        default="native",
+        help="native: the C++ engine; reference: the pure-Python one (default: native)",
+    )
+    out = parser.add_argument_group("output")
+    out.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        default=None,
+        help="write the decision boundary with the data, and the loss curve, to this image",
+    )
+    out.add_argument(
+        "--save", metavar="FILE", default=None, help="save the trained model (load with arenagrad.load)"
+    )
+
+
+@dataclass
+class History:
+    """Per step, before that step's update (as micrograd prints them): the batch loss and accuracy."""
+
+    losses: list[float] = field(default_factory=list)
+    accuracies: list[float] = field(default_factory=list)
+
+
+@dataclass
+class TrainResult:
+    model: MLP
+    X: np.ndarray
+    y: np.ndarray
+    history: History
+    final_loss: float  # on the full data set, after the last update
+    final_accuracy: float
+    seconds: float
+
+
+def _error(message: str) -> int:
+    print(f"arenagrad train: error: {message}", file=sys.stderr)
+    return 1
+
+
+def _objective(model: MLP, X: list[list[float]], y: np.ndarray, loss: str, alpha: float) -> tuple[Any, float]:
+    """The loss Value on a batch and the batch accuracy (a positive score predicts class 1)."""
+    scores = [model(x) for x in X]
+    if loss == "hinge":
+        data_loss = hinge_loss(scores, (2 * y - 1).tolist())
+    else:
+        data_loss = bce_with_logits(scores, y.tolist())
+    total = data_loss + l2_penalty(model, alpha) if alpha else data_loss
+    correct = sum((s.data > 0) == (label == 1) for s, label in zip(scores, y.tolist()))
+    return total, correct / len(X)
+
+
+def _progress(steps: int) -> Iterable[int]:
+    try:
+        from tqdm import tqdm
+    except ImportError:  # the bar is a nicety: train without it
+        return range(steps)
+    # disable=None turns the bar off when stderr is not a terminal (logs, CI, pipes).
+    return tqdm(range(steps), desc="training", unit="step", disable=None, file=sys.stderr)
+
+
+def _make_optimizer(args: argparse.Namespace, model: MLP) -> tuple[Optimizer, LinearLR | None]:
+    lr = DEFAULT_LR[args.optimizer] if args.lr is None else args.lr
+    if args.optimizer == "sgd":
+        optimizer: Optimizer = SGD(model.parameters(), lr=lr, momentum=args.momentum)
+    else:
+        optimizer = Adam(model.parameters(), lr=lr)
+    if args.schedule == "constant":
+        return optimizer, None
+    # Over `steps` scheduler steps: update k uses lr * (1 - 0.9 * k/steps), micrograd's 1.0 - 0.9*k/100.
+    return optimizer, LinearLR(
+        optimizer, start_factor=1.0, end_factor=FINAL_LR_FACTOR, total_iters=args.steps
+    )
+
+
+def _check_output(path: str | None, what: str) -> str | None:
+    if path is None:
+        return None
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        return f"cannot write the {what} to {path!r}: directory {directory!r} does not exist"
+    return None
+
+
+def _plot(path: str, model: MLP, X: np.ndarray, y: np.ndarray, history: History, title: str) -> None:
+    # A Figure without pyplot renders with Agg: no global backend switch, no figure registry to leak into.
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4.5), layout="constrained")
+    boundary, curve = fig.subplots(1, 2)
+    pad = 0.5
+    xs = np.linspace(X[:, 0].min() - pad, X[:, 0].max() + pad, 90)
+    ys = np.linspace(X[:, 1].min() - pad, X[:, 1].max() + pad, 90)
+    grid_x, grid_y = np.meshgrid(xs, ys)
+    scores = np.array([model(p).data for p in np.column_stack([grid_x.ravel(), grid_y.ravel()]).tolist()])
+    boundary.contourf(
+        grid_x,
+        grid_y,
+        (scores > 0).reshape(grid_x.shape),
+        levels=[-0.5, 0.5, 1.5],
+        cmap="Spectral",
+        alpha=0.8,
+    )
+    boundary.scatter(X[:, 0], X[:, 1], c=y, cmap="Spectral", s=30, edgecolors="k")
+    boundary.set_title(f"decision boundary: {title}")
+    boundary.set_xlabel("x1")
+    boundary.set_ylabel("x2")
+    curve.plot(np.arange(1, len(history.losses) + 1), history.losses, label="loss")
+    curve.set_xlabel("step")
+    curve.set_ylabel("loss")
+    curve.set_title("training loss")
+    accuracy = curve.twinx()
+    accuracy.plot(
+        np.arange(1, len(history.accuracies) + 1), history.accuracies, color="tab:orange", label="accuracy"
+    )
+    accuracy.set_ylabel("accuracy")
+    accuracy.set_ylim(0.0, 1.05)
+    fig.legend(loc="outside lower center", ncols=2)
+    fig.savefig(path, dpi=100)
+
+
+def train_model(args: argparse.Namespace, engine: ModuleType | None = None) -> TrainResult:
+    """Train as the ``train`` options in ``args`` say (a tqdm bar on a terminal) and return the outcome."""
+    from . import datasets
+
+    engine = resolve_engine(args.engine) if engine is None else engine
+    X, y = datasets.load(args.dataset, n_samples=args.samples, noise=args.noise, seed=args.seed)
+    rows = X.tolist()
+    model = MLP(2, [*args.hidden, 1], args.activation, seed=args.seed, engine=engine)
+    optimizer, scheduler = _make_optimizer(args, model)
+    batches = np.random.default_rng(args.seed)
+    history = History()
+
+    start = time.perf_counter()
+    bar = _progress(args.steps)
+    for _ in bar:
+        if args.batch_size is None or args.batch_size >= len(rows):
+            batch_rows, batch_y = rows, y
+        else:
+            # micrograd's sampling: a fresh random subset, without replacement, every step.
+            chosen = batches.permutation(len(rows))[: args.batch_size]
+            batch_rows, batch_y = [rows[i] for i in chosen], y[chosen]
+        total, accuracy = _objective(model, batch_rows, batch_y, args.loss, args.alpha)
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        history.losses.append(total.data)
+        history.accuracies.append(accuracy)
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{total.data:.4f}", acc=f"{accuracy:.0%}", refresh=False)
+    final_loss, final_accuracy = _objective(model, rows, y, args.loss, args.alpha)
+    seconds = time.perf_counter() - start
+    if hasattr(bar, "close"):
+        bar.close()
+    return TrainResult(model, X, y, history, final_loss.data, final_accuracy, seconds)
+
+
+def run(args: argparse.Namespace) -> int:
+    """The ``train`` command: train, print a summary, save/plot on request; returns the exit code."""
+    if args.optimizer != "sgd" and args.momentum:
+        return _error("--momentum applies to --optimizer sgd only")
+    for path, what in ((args.plot, "plot"), (args.save, "model")):
+        problem = _check_output(path, what)
+        if problem:
+            return _error(problem)
+    try:
+        engine = resolve_engine(args.engine)
+    except ImportError as exc:
+        return _error(str(exc))
+    result = train_model(args, engine)
+    n = len(result.y)
+    print(
+        f"trained {result.model!r} on {args.dataset} ({n} samples): {args.optimizer}, {args.loss} loss, "
+        f"{args.engine} engine"
+    )
+    print(f"steps: {args.steps}")
+    print(f"final loss: {result.final_loss:.6f}")
+    print(f"accuracy: {result.final_accuracy:.1%} ({round(result.final_accuracy * n)}/{n})")
+    print(f"time: {result.seconds:.2f} s")
+    try:
+        if args.save is not None:
+            save(result.model, args.save)
+            print(f"saved the model to {args.save}")
+        if args.plot is not None:
+            title = f"{args.dataset}, accuracy {result.final_accuracy:.1%}"
+            _plot(args.plot, result.model, result.X, result.y, result.history, title)
+            print(f"wrote the plot to {args.plot}")
+    except ImportError as exc:
+        return _error(f"{exc} (--plot needs matplotlib: pip install matplotlib)")
+    except (OSError, ValueError) as exc:
+        return _error(str(exc))
+    return 0
