@@ -55,6 +55,23 @@ PyObject* wrap_new(NodeId id) {
     return reinterpret_cast<PyObject*>(self);
 }
 
+// "int", "str", or "arenagrad.reference.Value": enough to tell another engine's Value from ours.
+std::string type_name(PyObject* obj) {
+    PyObject* type = reinterpret_cast<PyObject*>(Py_TYPE(obj));
+    std::string name = Py_TYPE(obj)->tp_name;
+    PyObject* module = PyObject_GetAttrString(type, "__module__");
+    PyObject* qualname = PyObject_GetAttrString(type, "__qualname__");
+    if (module != nullptr && qualname != nullptr && PyUnicode_Check(module) && PyUnicode_Check(qualname)) {
+        const char* m = PyUnicode_AsUTF8(module);
+        const char* q = PyUnicode_AsUTF8(qualname);
+        if (m != nullptr && q != nullptr) name = std::string(m) == "builtins" ? q : std::string(m) + "." + q;
+    }
+    Py_XDECREF(module);
+    Py_XDECREF(qualname);
+    PyErr_Clear();  // a type without those attributes keeps its tp_name
+    return name;
+}
+
 // --- numbers -------------------------------------------------------------------------------
 
 enum class Conversion { Number, NotANumber, Error };
@@ -142,9 +159,9 @@ PyObject* binary(Op op, PyObject* x, PyObject* y) {
         // operator (micrograd's, say) would wrap this Value as if it were a number.
         PyObject* other = is_value(x) ? y : x;
         return PyErr_Format(PyExc_TypeError,
-                            "unsupported operand for %s: %.200s; expected a real number or an arenagrad.Value "
+                            "unsupported operand for %s: %s; expected a real number or an arenagrad.Value "
                             "(Values of other engines do not mix)",
-                            op == Op::PowConst ? "**" : op_name(op), Py_TYPE(other)->tp_name);
+                            op == Op::PowConst ? "**" : op_name(op), type_name(other).c_str());
     }
     NodeId out = 0;
     Status status;
@@ -218,8 +235,8 @@ bool collect(PyObject* seq, const char* what, std::vector<NodeId>& ids, std::vec
         const Conversion c = to_double(items[i], &number);
         if (c == Conversion::Error) return false;
         if (c == Conversion::NotANumber) {
-            PyErr_Format(PyExc_TypeError, "%s: element %zd is %.200s, not a Value or a real number", what, i,
-                         Py_TYPE(items[i])->tp_name);
+            PyErr_Format(PyExc_TypeError, "%s: element %zd is %s, not an arenagrad.Value or a real number", what, i,
+                         type_name(items[i]).c_str());
             return false;
         }
         temporaries.push_back(arena().leaf(number));
@@ -297,8 +314,8 @@ PyObject* value_new(PyTypeObject* /*type*/, PyObject* args, PyObject* kwargs) {
     const Conversion c = to_double(data, &number);
     if (c == Conversion::Error) return nullptr;
     if (c == Conversion::NotANumber) {
-        return PyErr_Format(PyExc_TypeError, "Value() data must be a real number (int, float or numpy scalar), not %.200s",
-                            Py_TYPE(data)->tp_name);
+        return PyErr_Format(PyExc_TypeError, "Value() data must be a real number (int, float or numpy scalar), not %s",
+                            type_name(data).c_str());
     }
     std::string text;
     if (label != nullptr) {
@@ -355,7 +372,7 @@ int number_argument(PyObject* value, const char* name, double* out) {
     const Conversion c = to_double(value, out);
     if (c == Conversion::Error) return -1;
     if (c == Conversion::NotANumber) {
-        PyErr_Format(PyExc_TypeError, "Value.%s must be a real number, not %.200s", name, Py_TYPE(value)->tp_name);
+        PyErr_Format(PyExc_TypeError, "Value.%s must be a real number, not %s", name, type_name(value).c_str());
         return -1;
     }
     return 0;
