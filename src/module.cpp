@@ -26,11 +26,13 @@ PYBIND11_MODULE(_core, m) {
             d["pool_used"] = s.pool_used;
             d["pool_capacity"] = s.pool_capacity;
             d["bytes"] = s.bytes;
+            d["handle_table_bytes"] = arenagrad::binding::handle_table_bytes();
             d["sweeps_ordered"] = s.sweeps_ordered;
             d["sweeps_dfs"] = s.sweeps_dfs;
             return d;
         },
         "Counts of the process-wide node arena: live nodes, slots (capacity), free slots, child-pool "
-        "entries in use and allocated, the heap bytes its arrays hold, and how many backward passes took the "
+        "entries in use and allocated, the heap bytes its arrays hold (and, separately, the binding's "
+        "node-to-handle table), and how many backward passes took the "
         "one-pass id-ordered sweep or needed a depth-first search.");
 }

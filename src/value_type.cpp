@@ -556,6 +556,8 @@ PyObject* handle_for(NodeId id) {
     return wrap_new(id);
 }
 
+std::size_t handle_table_bytes() { return handles().capacity() * sizeof(PyObject*); }
+
 bool node_of(PyObject* obj, NodeId* id) {
     if (!is_value(obj)) return false;
     *id = as_value(obj)->id;

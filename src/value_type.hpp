@@ -22,6 +22,9 @@ bool add_value_type(PyObject* module);
 // A new reference to the (unique) Python handle of a node, creating one if it has none.
 PyObject* handle_for(NodeId id);
 
+// Heap bytes of the node -> handle table (8 per slot), which lives here, outside the arena.
+std::size_t handle_table_bytes();
+
 // The node of a Value, or false if obj is not a Value.
 bool node_of(PyObject* obj, NodeId* id);
 

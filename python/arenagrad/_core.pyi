@@ -16,6 +16,7 @@ class ArenaStats(TypedDict):
     pool_used: int
     pool_capacity: int
     bytes: int
+    handle_table_bytes: int
     sweeps_ordered: int
     sweeps_dfs: int
 

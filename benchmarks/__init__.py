@@ -1,0 +1,1 @@
+"""arenagrad's benchmark suite: run it with ``python benchmarks/run.py`` (see benchmarks/README.md)."""
