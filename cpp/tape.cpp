@@ -36,6 +36,19 @@ void backward_rows(const double* out, const double* gout, const double* a, const
     }
 }
 
+// Sum over the batch in four interleaved lanes: one sequential chain of adds would make every
+// parameter wait on the add latency of each sample in turn. The order is fixed, so results are
+// deterministic; no promise ties it to the order of eager evaluation.
+double batch_sum(const double* g, std::size_t n) {
+    double lane[4] = {0.0, 0.0, 0.0, 0.0};
+    std::size_t s = 0;
+    for (; s + 4 <= n; s += 4) {
+        for (std::size_t j = 0; j < 4; ++j) lane[j] += g[s + j];
+    }
+    for (; s < n; ++s) lane[0] += g[s];
+    return (lane[0] + lane[1]) + (lane[2] + lane[3]);
+}
+
 }  // namespace
 
 Tape::Tape(Arena& arena, NodeId root, std::vector<NodeId> inputs) : arena_(arena), inputs_(std::move(inputs)) {
@@ -212,9 +225,7 @@ void Tape::backward_batch(const double* seed, double* input_grads) {
     }
 
     for (std::size_t k = 0; k < num_shared_; ++k) {
-        const double* g = row(grads_, static_cast<std::uint32_t>(k));
-        double total = 0.0;
-        for (std::size_t s = 0; s < batch; ++s) total += g[s];
+        const double total = batch_sum(row(grads_, static_cast<std::uint32_t>(k)), batch);
         arena_.set_grad(leaves_[k], arena_.grad(leaves_[k]) + total);
     }
     if (input_grads != nullptr) {
