@@ -26,11 +26,17 @@ if __package__ in (None, ""):
     # Run as a script: make the repository root importable so `benchmarks.*` resolves.
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import chain, memory, moons, report, wide
+from benchmarks import bandwidth, chain, memory, moons, report, wide
 from benchmarks.common import REPO_ROOT, Config, Result
 from benchmarks.engines import ALL_ENGINES, load_engines
 
-WORKLOADS = {"chain": chain.run, "wide": wide.run, "moons": moons.run, "memory": memory.run}
+WORKLOADS = {
+    "chain": chain.run,
+    "wide": wide.run,
+    "moons": moons.run,
+    "memory": memory.run,
+    "bandwidth": bandwidth.run,
+}
 
 
 def _csv(choices: tuple[str, ...]) -> Callable[[str], tuple[str, ...]]:
@@ -194,6 +200,9 @@ def render(results: list[Result], cfg: Config, missing: dict[str, str], run: Run
     lines += [*report.targets_table(results), ""]
     lines += ["## Results" if markdown else "Results:", ""]
     lines += report.tables_text(results, "###" if markdown else "--")
+    where = bandwidth.analysis(results)
+    if where:
+        lines += ["## Where the time goes" if markdown else "Where the time goes:", "", *where, ""]
     if markdown:
         lines += [METHOD]
     return lines

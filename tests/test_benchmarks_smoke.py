@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-WORKLOADS = ("chain", "wide", "moons", "memory")
+WORKLOADS = ("chain", "wide", "moons", "memory", "bandwidth")
 # What a row needs, by the start of its label (first match wins); it is "importable" when all modules are.
 ROW_MODULES = (
     ("arenagrad.nn", ("arenagrad._core", "arenagrad.nn")),
@@ -58,6 +58,7 @@ def test_every_workload_has_results(quick_run: tuple[dict, str, str]) -> None:
         assert f"-- {w}: " in stdout, f"no {w} table printed"
         assert f"### {w}: " in md, f"no {w} table in the markdown"
     assert "Targets" in stdout and "## Targets" in md and "## Machine" in md
+    assert "## Where the time goes" in md and "in-cache bandwidth" in md
 
 
 def test_figures_are_positive_and_engines_honest(quick_run: tuple[dict, str, str]) -> None:
