@@ -1,6 +1,7 @@
 #include "arena.hpp"
 
 #include <algorithm>
+#include <new>
 #include <stdexcept>
 
 namespace arenagrad {
@@ -24,7 +25,8 @@ std::size_t heap_bytes(const std::vector<T>& v) {
 // Makes room for one more node so that allocate() cannot throw: every op calls this before it
 // touches any reference count, so running out of memory leaves the arena exactly as it was.
 void Arena::reserve_node() {
-    if (free_count_ != 0 || value_.size() < value_.capacity()) return;
+    // reserved_ moves only once every array has grown, so a failed reserve leaves no array short.
+    if (free_count_ != 0 || value_.size() < reserved_) return;
     if (value_.size() >= kMaxNodes) throw std::length_error("arenagrad: the node arena is full (2^32 - 2 nodes)");
     const std::size_t want = std::min(kMaxNodes, std::max<std::size_t>(64, 2 * value_.size()));
     value_.reserve(want);
@@ -35,6 +37,7 @@ void Arena::reserve_node() {
     low_.reserve(want);
     refs_.reserve(want);
     free_bits_.resize((want + 63) / 64, 0);  // so freeing any slot never allocates
+    reserved_ = want;
 }
 
 NodeId Arena::take_free_slot() {
@@ -76,30 +79,41 @@ NodeId Arena::order_bound(NodeId id, NodeId bound, NodeId c) const {
     return std::min(bound, low_[c]);
 }
 
-void Arena::release(NodeId id) {
-    release_stack_.push_back(id);
-    while (!release_stack_.empty()) {
-        const NodeId n = release_stack_.back();
-        release_stack_.pop_back();
-        if (--refs_[n] == 0) free_slot(n, release_stack_);
+// Never throws: it runs from destructors (Python handles, tapes). If the pending stack cannot
+// grow, the nodes it could not take are leaked (their counts stay above zero), never corrupted.
+void Arena::release(NodeId id) noexcept {
+    if (--refs_[id] != 0) return;
+    try {
+        free_slot(id, release_stack_);
+        while (!release_stack_.empty()) {
+            const NodeId n = release_stack_.back();
+            release_stack_.pop_back();
+            if (--refs_[n] == 0) free_slot(n, release_stack_);
+        }
+    } catch (const std::bad_alloc&) {
+        release_stack_.clear();
     }
 }
 
+// Frees the slot first, then queues its children: if queueing them throws, the slot is
+// consistently free and the children merely keep a reference too many.
 void Arena::free_slot(NodeId id, std::vector<NodeId>& pending) {
     const Op op = op_[id];
-    if (is_nary(op)) {
-        pending.insert(pending.end(), pool_.begin() + a_[id], pool_.begin() + a_[id] + b_[id]);
-        pool_garbage_ += b_[id];
-    } else if (op != Op::Leaf) {
-        pending.push_back(a_[id]);
-        // Every binary op, PowConst included, owns its second child (the exponent constant).
-        if (arity(op) == 2) pending.push_back(b_[id]);
-    }
+    const NodeId a = a_[id];
+    const NodeId b = b_[id];
     if (!labels_.empty()) labels_.erase(id);
     op_[id] = Op::Leaf;
     free_bits_[id >> 6] |= std::uint64_t{1} << (id & 63);
     free_cursor_ = std::min<std::size_t>(free_cursor_, id >> 6);
     ++free_count_;
+    if (is_nary(op)) {
+        pool_garbage_ += b;  // the pool is only rewritten by compaction, never during a release
+        pending.insert(pending.end(), pool_.begin() + a, pool_.begin() + a + b);
+    } else if (op != Op::Leaf) {
+        pending.push_back(a);
+        // Every binary op, PowConst included, owns its second child (the exponent constant).
+        if (arity(op) == 2) pending.push_back(b);
+    }
 }
 
 // --- creation --------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ class Arena {
 
     // --- ownership ---
     void retain(NodeId id) { ++refs_[id]; }
-    void release(NodeId id);
+    void release(NodeId id) noexcept;
 
     // --- access ---
     double value(NodeId id) const { return value_[id]; }
@@ -127,6 +127,7 @@ class Arena {
     std::vector<NodeId> b_;    // second child; for n-ary ops the number of pool entries
     std::vector<NodeId> low_;  // smallest id of the node's non-leaf subgraph, or kUnordered
     std::vector<std::uint32_t> refs_;
+    std::size_t reserved_ = 0;  // slots every array (and the bitmap) has room for
 
     // Free slots as a bitmap, so the lowest free id is always handed out first (that keeps new
     // graphs id-ordered). No set bit lies below word free_cursor_.

@@ -1,6 +1,7 @@
 #include "tape.hpp"
 
 #include <algorithm>
+#include <limits>
 #include <stdexcept>
 #include <unordered_set>
 
@@ -106,38 +107,51 @@ bool Tape::forward(const double* input_values, ReplayError& error) {
 
 // --- batched replay --------------------------------------------------------------------------
 
+// Builds into locals and swaps them in at the end, so a failed compile leaves no half program.
 void Tape::compile() {
-    row_node_ = leaves_;
-    for (auto it = order_.rbegin(); it != order_.rend(); ++it) row_node_.push_back(*it);
-    zero_row_ = static_cast<std::uint32_t>(row_node_.size());
+    std::vector<NodeId> row_node = leaves_;
+    for (auto it = order_.rbegin(); it != order_.rend(); ++it) row_node.push_back(*it);
+    const auto zero_row = static_cast<std::uint32_t>(row_node.size());
 
     std::unordered_map<NodeId, std::uint32_t> rows;
-    for (std::uint32_t r = 0; r < row_node_.size(); ++r) rows.emplace(row_node_[r], r);
+    for (std::uint32_t r = 0; r < row_node.size(); ++r) rows.emplace(row_node[r], r);
 
-    program_.clear();
-    child_rows_.clear();
+    std::vector<Instruction> program;
+    std::vector<std::uint32_t> child_rows;
     for (auto it = order_.rbegin(); it != order_.rend(); ++it) {
         const NodeId n = *it;
         const Op op = arena_.op(n);
         if (is_nary(op)) {
-            const auto offset = static_cast<std::uint32_t>(child_rows_.size());
+            const auto offset = static_cast<std::uint32_t>(child_rows.size());
             const std::uint32_t count = arena_.num_children(n);
-            for (std::uint32_t i = 0; i < count; ++i) child_rows_.push_back(rows.at(arena_.child(n, i)));
-            program_.push_back({op, rows.at(n), offset, count});
+            for (std::uint32_t i = 0; i < count; ++i) child_rows.push_back(rows.at(arena_.child(n, i)));
+            program.push_back({op, rows.at(n), offset, count});
         } else {
-            const std::uint32_t b = arity(op) == 2 ? rows.at(arena_.child(n, 1)) : zero_row_;
-            program_.push_back({op, rows.at(n), rows.at(arena_.child(n, 0)), b});
+            const std::uint32_t b = arity(op) == 2 ? rows.at(arena_.child(n, 1)) : zero_row;
+            program.push_back({op, rows.at(n), rows.at(arena_.child(n, 0)), b});
         }
     }
+    row_node_.swap(row_node);
+    program_.swap(program);
+    child_rows_.swap(child_rows);
+    zero_row_ = zero_row;
 }
 
 bool Tape::forward_batch(const double* x, std::size_t batch, double* out, ReplayError& error) {
     if (program_.empty()) compile();
     have_batch_forward_ = false;
     if (batch != batch_) {
+        const std::size_t rows = std::size_t{zero_row_} + 1;
+        if (batch > std::numeric_limits<std::size_t>::max() / sizeof(double) / rows) {
+            throw std::length_error("arenagrad: the batch is too large for this graph");
+        }
+        // Allocate first, commit after: a failed allocation must not leave batch_ describing
+        // buffers of another size.
+        std::vector<double> values(rows * batch, 0.0);  // the zero row stays zero
+        std::vector<double> grads(rows * batch, 0.0);
+        values_.swap(values);
+        grads_.swap(grads);
         batch_ = batch;
-        values_.assign((std::size_t{zero_row_} + 1) * batch, 0.0);  // the zero row stays zero
-        grads_.assign(values_.size(), 0.0);
     }
     for (std::size_t s = 0; s < num_shared_; ++s) std::fill_n(row(values_, static_cast<std::uint32_t>(s)), batch, arena_.value(leaves_[s]));
     const std::size_t n_in = inputs_.size();

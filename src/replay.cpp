@@ -29,10 +29,14 @@ NodeId node_arg(py::handle obj, const std::string& what) {
     return id;
 }
 
-std::vector<NodeId> nodes_arg(const py::iterable& values, const std::string& what) {
+// The nodes of an iterable of Values. `keep` holds the Values themselves: an iterator may hand out
+// the only reference to each one, and their nodes must stay alive until the caller retains them.
+std::vector<NodeId> nodes_arg(const py::iterable& values, const std::string& what, std::vector<py::object>& keep) {
     std::vector<NodeId> ids;
-    std::size_t i = 0;
-    for (py::handle v : values) ids.push_back(node_arg(v, what + "[" + std::to_string(i++) + "]"));
+    for (py::handle v : values) {
+        ids.push_back(node_arg(v, what + "[" + std::to_string(ids.size()) + "]"));
+        keep.push_back(py::reinterpret_borrow<py::object>(v));
+    }
     return ids;
 }
 
@@ -69,7 +73,9 @@ graph was built. Ops whose derivative depends on the data (relu, abs) are re-eva
 are exact on every replay.
 )doc")
         .def(py::init([](py::handle root, const py::iterable& inputs) {
-                 return std::make_unique<Tape>(arena(), node_arg(root, "root"), nodes_arg(inputs, "inputs"));
+                 std::vector<py::object> keep;
+                 std::vector<NodeId> ids = nodes_arg(inputs, "inputs", keep);
+                 return std::make_unique<Tape>(arena(), node_arg(root, "root"), std::move(ids));
              }),
              py::arg("root"), py::arg("inputs") = py::tuple())
         .def(
@@ -163,7 +169,9 @@ Parameters updated in bulk in native code, with PyTorch's SGD and Adam formulas.
 ParamGroup(params) keeps its parameters alive; .data and .grad read all of them as one array.
 )doc")
         .def(py::init([](const py::iterable& params) {
-                 return std::make_unique<ParamGroup>(arena(), nodes_arg(params, "params"));
+                 std::vector<py::object> keep;
+                 std::vector<NodeId> ids = nodes_arg(params, "params", keep);
+                 return std::make_unique<ParamGroup>(arena(), std::move(ids));
              }),
              py::arg("params"))
         .def("__len__", &ParamGroup::size)

@@ -220,23 +220,26 @@ PyObject* absolute_slot(PyObject* self) { return unary(Op::Abs, self); }
 
 // --- n-ary ops -----------------------------------------------------------------------------
 
-// Node ids of a sequence of Values and numbers; numbers become constant leaves owned by
-// `temporaries`, which the caller releases once the n-ary node holds its own references.
-bool collect(PyObject* seq, const char* what, std::vector<NodeId>& ids, std::vector<NodeId>& temporaries) {
-    const Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    PyObject** items = PySequence_Fast_ITEMS(seq);
+// Node ids of a tuple of Values and numbers; numbers become constant leaves owned by
+// `temporaries`, which the caller releases once the n-ary node holds its own references. The
+// tuple must be the caller's own: converting a number may run user code (__float__, an ABC
+// check), which could otherwise mutate a list under us and free the Values we have read.
+bool collect(PyObject* tuple, const char* what, std::vector<NodeId>& ids, std::vector<NodeId>& temporaries) {
+    const Py_ssize_t n = PyTuple_GET_SIZE(tuple);
     ids.reserve(static_cast<std::size_t>(n));
+    temporaries.reserve(temporaries.size() + static_cast<std::size_t>(n));  // push_back below cannot throw
     for (Py_ssize_t i = 0; i < n; ++i) {
-        if (is_value(items[i])) {
-            ids.push_back(as_value(items[i])->id);
+        PyObject* item = PyTuple_GET_ITEM(tuple, i);
+        if (is_value(item)) {
+            ids.push_back(as_value(item)->id);
             continue;
         }
         double number = 0.0;
-        const Conversion c = to_double(items[i], &number);
+        const Conversion c = to_double(item, &number);
         if (c == Conversion::Error) return false;
         if (c == Conversion::NotANumber) {
             PyErr_Format(PyExc_TypeError, "%s: element %zd is %s, not an arenagrad.Value or a real number", what, i,
-                         type_name(items[i]).c_str());
+                         type_name(item).c_str());
             return false;
         }
         temporaries.push_back(arena().leaf(number));
@@ -245,12 +248,22 @@ bool collect(PyObject* seq, const char* what, std::vector<NodeId>& ids, std::vec
     return true;
 }
 
+// A tuple holding the items of any iterable (a new reference), or null with TypeError set.
+PyObject* as_tuple(PyObject* values, const char* message) {
+    PyObject* tuple = PySequence_Tuple(values);
+    if (tuple == nullptr && PyErr_ExceptionMatches(PyExc_TypeError)) {
+        PyErr_Clear();
+        PyErr_SetString(PyExc_TypeError, message);
+    }
+    return tuple;
+}
+
 void release_all(const std::vector<NodeId>& ids) {
     for (const NodeId id : ids) arena().release(id);
 }
 
 PyObject* sum_function(PyObject* /*module*/, PyObject* values) {
-    PyObject* seq = PySequence_Fast(values, "sum() expects an iterable of Values and numbers");
+    PyObject* seq = as_tuple(values, "sum() expects an iterable of Values and numbers");
     if (seq == nullptr) return nullptr;
     std::vector<NodeId> ids;
     std::vector<NodeId> temporaries;
@@ -270,16 +283,16 @@ PyObject* dot_function(PyObject* /*module*/, PyObject* const* args, Py_ssize_t n
         PyErr_Format(PyExc_TypeError, "dot() takes 2 arguments (ws, xs), got %zd", nargs);
         return nullptr;
     }
-    PyObject* ws = PySequence_Fast(args[0], "dot() expects ws to be an iterable of Values and numbers");
+    PyObject* ws = as_tuple(args[0], "dot() expects ws to be an iterable of Values and numbers");
     if (ws == nullptr) return nullptr;
-    PyObject* xs = PySequence_Fast(args[1], "dot() expects xs to be an iterable of Values and numbers");
+    PyObject* xs = as_tuple(args[1], "dot() expects xs to be an iterable of Values and numbers");
     if (xs == nullptr) {
         Py_DECREF(ws);
         return nullptr;
     }
     PyObject* result = nullptr;
-    const Py_ssize_t nw = PySequence_Fast_GET_SIZE(ws);
-    const Py_ssize_t nx = PySequence_Fast_GET_SIZE(xs);
+    const Py_ssize_t nw = PyTuple_GET_SIZE(ws);
+    const Py_ssize_t nx = PyTuple_GET_SIZE(xs);
     std::vector<NodeId> wids;
     std::vector<NodeId> xids;
     std::vector<NodeId> temporaries;
@@ -327,8 +340,14 @@ PyObject* value_new(PyTypeObject* /*type*/, PyObject* args, PyObject* kwargs) {
     NodeId id = 0;
     try {
         id = arena().leaf(number);
+    } catch (const std::exception& e) {
+        set_memory_error(e);
+        return nullptr;
+    }
+    try {
         if (!text.empty()) arena().set_label(id, std::move(text));
     } catch (const std::exception& e) {
+        arena().release(id);
         set_memory_error(e);
         return nullptr;
     }
@@ -337,8 +356,10 @@ PyObject* value_new(PyTypeObject* /*type*/, PyObject* args, PyObject* kwargs) {
 
 void value_dealloc(PyObject* self) {
     PyValue* v = as_value(self);
-    if (v->weakrefs != nullptr) PyObject_ClearWeakRefs(self);
+    // Unregister first: a weakref callback may reach this node through a parent's _prev, and must
+    // then get a new handle (with its own reference), never this dying object.
     handles()[v->id] = nullptr;
+    if (v->weakrefs != nullptr) PyObject_ClearWeakRefs(self);
     arena().release(v->id);
     PyObject_Free(self);
 }

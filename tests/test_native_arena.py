@@ -264,3 +264,60 @@ def test_a_training_loop_keeps_to_the_one_pass_sweep() -> None:
             p.grad = 0.0
     after = sweeps()
     assert after[0] - before[0] == 10 and after[1] == before[1]
+
+
+# Regressions found in review: each of these once corrupted the arena or the Python heap.
+
+
+def test_a_weakref_callback_never_revives_a_dying_handle() -> None:
+    a = Value(1.0)
+    b = a * 2.0
+    kept: list[Value] = []
+    ref = weakref.ref(a, lambda _: kept.extend(b._prev))  # reaches a's node while a is dying
+    del a
+    junk = Value(5.0)
+    assert ref() is None
+    assert all(k is not junk for k in kept)
+    assert sorted(k.data for k in kept) == [1.0, 2.0]
+
+
+def test_sum_reads_a_snapshot_of_a_list_that_user_code_mutates() -> None:
+    import numbers
+
+    class Shrinker:
+        """A number whose conversion deletes the list's first Value (the last reference to it)."""
+
+        def __init__(self, items: list[object]) -> None:
+            self.items = items
+
+        def __float__(self) -> float:
+            if self.items:
+                del self.items[0]
+            return 1.0
+
+    numbers.Real.register(Shrinker)
+    items: list[object] = [Value(5.0) + 0.0]
+    items.append(Shrinker(items))
+    total = arenagrad.sum(items)
+    decoys = [Value(100.0 + i) for i in range(3)]
+    assert total.data == 6.0
+    assert sorted(c.data for c in total._prev) == [1.0, 5.0]
+    assert all(c is not d for c in total._prev for d in decoys)
+
+
+def test_values_from_a_generator_stay_alive_until_retained() -> None:
+    group = arenagrad.ParamGroup(Value(float(i)) for i in range(3))
+    decoy = Value(42.0)
+    assert group.data.tolist() == [0.0, 1.0, 2.0]
+    assert decoy.data == 42.0
+
+
+def test_a_batch_too_large_to_allocate_fails_cleanly_every_time() -> None:
+    import numpy as np
+
+    w = Value(2.0)
+    tape = arenagrad.Tape(w * w + 1.0)  # no inputs: a (rows, 0) batch costs numpy nothing
+    for _ in range(2):  # the second call once wrote into the first call's stale buffers
+        with pytest.raises(MemoryError):
+            tape.forward_batch(np.zeros((10**13, 0)))
+    assert tape.forward_batch(np.zeros((3, 0))).tolist() == [5.0, 5.0, 5.0]
