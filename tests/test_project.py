@@ -61,3 +61,15 @@ def test_package_ships_its_type_information() -> None:
     assert (package / "py.typed").exists()
     assert (package / "_core.pyi").exists()
     assert sys.modules["arenagrad._core"].Value is arenagrad.Value
+
+
+def test_readme_python_examples_run(capsys: pytest.CaptureFixture[str]) -> None:
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.+?)```", text, flags=re.DOTALL)
+    assert len(blocks) >= 3
+    namespace: dict[str, object] = {}
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), namespace)
+    out = capsys.readouterr().out
+    assert "Value(data=-8.0, grad=1.0) 6.0 -4.0" in out
+    assert float(out.strip().splitlines()[-1]) < 0.5  # the replay example trains
