@@ -317,11 +317,22 @@ PyObject* dot_function(PyObject* /*module*/, PyObject* const* args, Py_ssize_t n
 // --- the type ------------------------------------------------------------------------------
 
 PyObject* value_new(PyTypeObject* /*type*/, PyObject* args, PyObject* kwargs) {
-    static const char* keywords[] = {"data", "label", nullptr};
+    // A third argument is accepted only to explain micrograd's internal Value(data, _children, _op).
+    static const char* keywords[] = {"data", "label", "_op", nullptr};
     PyObject* data = nullptr;
     PyObject* label = nullptr;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|U:Value", const_cast<char**>(keywords), &data, &label)) {
+    PyObject* op = nullptr;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OO:Value", const_cast<char**>(keywords), &data, &label, &op)) {
         return nullptr;
+    }
+    if (op != nullptr) {
+        PyErr_SetString(PyExc_TypeError,
+                        "Value() takes data and an optional label; micrograd's Value(data, _children, _op) form "
+                        "is internal to micrograd: arenagrad records each op's children itself");
+        return nullptr;
+    }
+    if (label != nullptr && !PyUnicode_Check(label)) {
+        return PyErr_Format(PyExc_TypeError, "Value(data, label=''): label must be a str, not %s", type_name(label).c_str());
     }
     double number = 0.0;
     const Conversion c = to_double(data, &number);

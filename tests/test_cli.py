@@ -135,3 +135,19 @@ def test_a_broken_train_module_leaves_the_rest_usable(capsys, monkeypatch):
     assert main(["train", "--steps", "5"]) == 1
     assert "the train command could not be loaded" in capsys.readouterr().err
     assert main(["neuron"]) == 0
+
+
+def test_options_without_a_subcommand_go_to_train(capsys) -> None:  # type: ignore[no-untyped-def]
+    from arenagrad.__main__ import main
+
+    assert main(["--steps", "2", "--samples", "20"]) == 0
+    assert "steps: 2" in capsys.readouterr().out
+
+
+def test_a_bad_plot_name_fails_before_training(capsys, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from arenagrad.__main__ import main
+
+    assert main(["train", "--plot", str(tmp_path / "boundary.txt")]) == 1
+    captured = capsys.readouterr()
+    assert "must end in one of .png" in captured.err
+    assert "final loss" not in captured.out

@@ -190,3 +190,20 @@ def test_l2_penalty(engine):
 def test_bad_inputs(engine, call, error, message):
     with pytest.raises(error, match=message):
         call(_values(engine, [0.5, -0.5]))
+
+
+@pytest.mark.parametrize(
+    ("loss", "args", "message"),
+    [
+        ("hinge_loss", lambda V: ([V(0.3), 0.5], [1, 1]), "prediction 1 is of type float"),
+        ("bce_with_logits", lambda V: ([V(0.3), 0.5], [1, 0]), "prediction 1 is of type float"),
+        ("mse_loss", lambda V: ([V(0.3), 0.5], [1, 0]), "prediction 1 is of type float"),
+        ("cross_entropy", lambda V: ([[V(1.0), 2.0]], [0]), "sample 0: logit 1 is of type float"),
+    ],
+)
+def test_a_non_value_prediction_is_named_by_its_index(loss, args, message) -> None:  # type: ignore[no-untyped-def]
+    import arenagrad
+    from arenagrad import losses
+
+    with pytest.raises(TypeError, match=message):
+        getattr(losses, loss)(*args(arenagrad.Value))

@@ -321,3 +321,11 @@ def test_a_batch_too_large_to_allocate_fails_cleanly_every_time() -> None:
         with pytest.raises(MemoryError):
             tape.forward_batch(np.zeros((10**13, 0)))
     assert tape.forward_batch(np.zeros((3, 0))).tolist() == [5.0, 5.0, 5.0]
+
+
+def test_micrograds_internal_constructor_form_is_explained() -> None:
+    a = Value(1.0)
+    with pytest.raises(TypeError, match="internal to micrograd"):
+        Value(2.0, (a, a), "+")  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="label must be a str, not tuple"):
+        Value(2.0, (a,))  # type: ignore[arg-type]

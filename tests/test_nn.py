@@ -276,3 +276,57 @@ def test_repr():
     assert repr(MLP(2, [16, 16, 1], seed=0, engine="reference")) == "MLP(2, [16, 16, 1], activation='relu')"
     assert repr(Layer(2, 3, "tanh", seed=0, engine="reference")) == "Layer(2, 3, activation='tanh')"
     assert repr(Neuron(2, "linear", seed=0, engine="reference")) == "Neuron(2, activation='linear')"
+
+
+def test_micrograd_spellings_of_the_activation_work() -> None:
+    from arenagrad.nn import Layer, Neuron
+
+    assert Neuron(2, nonlin=False).activation == "linear"
+    assert Neuron(2, False).activation == "linear"
+    assert Neuron(2, nonlin=True).activation == "relu"
+    assert Layer(2, 3, nonlin=False).activation == "linear"
+    assert Neuron(2).nonlin and not Neuron(2, nonlin=False).nonlin
+
+
+def test_a_module_written_micrograds_way_needs_only_parameters_and_call() -> None:
+    from arenagrad import Value
+    from arenagrad.nn import Module
+
+    class Scale(Module):
+        def __init__(self) -> None:
+            self.w = Value(3.0)
+
+        def __call__(self, x: float) -> Value:
+            return self.w * x
+
+        def parameters(self) -> list[Value]:
+            return [self.w]
+
+    model = Scale()
+    model(2.0).backward()
+    assert model.w.grad == 2.0
+    model.zero_grad()
+    assert model.w.grad == 0.0
+    assert model.state_dict() == {"0": 3.0}
+    with pytest.raises(NotImplementedError, match="cannot be saved"):
+        model.config()
+
+
+def test_load_state_dict_changes_nothing_when_a_value_is_bad() -> None:
+    from arenagrad.nn import MLP
+
+    model = MLP(2, [3, 1], seed=0)
+    before = model.state_dict()
+    state = dict(before)
+    first, last = next(iter(state)), list(state)[-1]
+    state[first] = 5.0
+    state[last] = 10**400  # an int too large for a float, as a corrupt JSON file can hold
+    with pytest.raises(ValueError, match="too large for a float"):
+        model.load_state_dict(state)
+    assert model.state_dict() == before
+
+
+def test_star_import_leaves_the_builtin_sum_alone() -> None:
+    namespace: dict[str, object] = {}
+    exec("from arenagrad import *\nresult = sum([1, 2, 3], 10)", namespace)
+    assert namespace["result"] == 16

@@ -161,3 +161,37 @@ def test_save_replaces_an_existing_file_and_leaves_no_temporary(reference, tmp_p
     save(Neuron(2, seed=0, engine=reference), path)
     assert load(path, engine=reference).nin == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]
+
+
+def test_save_keeps_the_permissions_a_file_would_normally_get(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    import arenagrad
+    from arenagrad.nn import MLP
+
+    model = MLP(2, [3, 1], seed=0)
+    existing = tmp_path / "existing.json"
+    existing.write_text("old")
+    existing.chmod(0o640)
+    arenagrad.save(model, existing)
+    assert existing.stat().st_mode & 0o777 == 0o640
+    fresh = tmp_path / "fresh.json"
+    arenagrad.save(model, fresh)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert fresh.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_a_corrupt_size_is_rejected_before_any_model_is_built(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    import arenagrad
+    from arenagrad.nn import MLP
+
+    path = tmp_path / "model.json"
+    arenagrad.save(MLP(2, [3, 1], seed=0), path)
+    document = json.loads(path.read_text())
+    document["config"]["nouts"] = [10**6, 10**3]  # a billion parameters, were it built
+    path.write_text(json.dumps(document))
+    with pytest.raises(ValueError, match="1003001000 parameters but the file holds 13"):
+        arenagrad.load(path)

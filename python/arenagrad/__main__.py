@@ -193,6 +193,8 @@ def _wants_train(argv: Sequence[str]) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line on ``argv`` (default ``sys.argv[1:]``) and return the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
+        argv = ["train", *argv]  # `arenagrad --steps 5` means the default command with options
     parser = build_parser(load_train=_wants_train(argv))
     try:
         args, unknown = parser.parse_known_args(argv)

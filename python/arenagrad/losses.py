@@ -30,7 +30,23 @@ def _batch(predictions: object, targets: object, who: str) -> tuple[list, list, 
         raise ValueError(f"{who}: got {len(preds)} predictions but {len(targs)} targets")
     if not preds:
         raise ValueError(f"{who}: the batch is empty")
-    return preds, targs, _engine(preds[0], who)
+    engine = _engine(preds[0], who)
+    _check_same_engine(preds, type(preds[0]), who, "prediction")
+    return preds, targs, engine
+
+
+def _check_same_engine(values: list, value_type: type, who: str, what: str) -> None:
+    """Every value must be a Value of one engine: a float among them would fail later, and unclearly."""
+    for i, v in enumerate(values):
+        if type(v) is not value_type:
+            raise TypeError(
+                f"{who}: {what} {i} is of type {_type_name(type(v))}, but the first is "
+                f"{_type_name(value_type)}; pass model outputs (Values of one engine)"
+            )
+
+
+def _type_name(t: type) -> str:
+    return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
 
 
 def _engine(value: object, who: str) -> ModuleType:
@@ -109,6 +125,8 @@ def cross_entropy(logits: Sequence[Sequence[AnyValue]], targets: Sequence[int]) 
     """
     samples, targs = _batch_of_rows(logits, targets)
     engine = _engine(samples[0][0], "cross_entropy")
+    for i, row in enumerate(samples):
+        _check_same_engine(row, type(samples[0][0]), "cross_entropy", f"sample {i}: logit")
     terms = []
     for i, (row, target) in enumerate(zip(samples, targs)):
         if isinstance(target, bool) or not isinstance(target, numbers.Integral):

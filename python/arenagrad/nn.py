@@ -110,7 +110,13 @@ def _check_size(value: object, what: str) -> int:
     return int(value)
 
 
-def _check_activation(activation: object) -> str:
+def _check_activation(activation: object, nonlin: bool | None = None) -> str:
+    # micrograd's spelling: Neuron(nin, nonlin=True) is ReLU, nonlin=False is linear; a bool in the
+    # activation slot (Neuron(2, False)) means the same.
+    if nonlin is not None:
+        activation = nonlin
+    if isinstance(activation, bool):
+        return "relu" if activation else "linear"
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}: expected one of {', '.join(ACTIVATIONS)}")
     return activation  # type: ignore[return-value]
@@ -155,13 +161,21 @@ class Module(ABC):
 
     engine: ModuleType
 
-    @abstractmethod
     def named_parameters(self) -> list[tuple[str, AnyValue]]:
-        """(name, Value) pairs in a fixed order; names are dotted paths such as ``layers.0.neurons.3.w.1``."""
+        """(name, Value) pairs in a fixed order; names are dotted paths such as ``layers.0.neurons.3.w.1``.
 
-    @abstractmethod
+        A subclass written micrograd's way defines only ``parameters()``; its parameters are then named by
+        position."""
+        if type(self).parameters is Module.parameters:
+            return []  # neither is overridden: no parameters, like micrograd's bare Module
+        return [(str(i), p) for i, p in enumerate(self.parameters())]
+
     def config(self) -> dict[str, Any]:
         """The constructor arguments (JSON-compatible) that rebuild this module's architecture."""
+        raise NotImplementedError(
+            f"{type(self).__name__} does not describe its architecture (config()), so it cannot be saved; "
+            "save its state_dict() instead"
+        )
 
     @abstractmethod
     def __call__(self, x: Iterable[Any]) -> Any: ...
@@ -192,12 +206,17 @@ class Module(ABC):
                 f"state_dict does not match {self!r}: missing keys {_preview(missing)}, "
                 f"unexpected keys {_preview(unexpected)}"
             )
-        for name, _ in named:
+        values = []
+        for name, _ in named:  # convert everything first, so a bad entry changes nothing
             value = state[name]
             if isinstance(value, bool) or not isinstance(value, numbers.Real):
                 raise TypeError(f"state_dict[{name!r}] must be a real number, got {type(value).__name__}")
-        for name, p in named:
-            p.data = float(state[name])
+            try:
+                values.append(float(value))
+            except OverflowError:
+                raise ValueError(f"state_dict[{name!r}] is too large for a float: {value!r}") from None
+        for (_, p), value in zip(named, values):
+            p.data = value
 
     def _label_parameters(self) -> None:
         # Labels make graph drawings readable; a parent module relabels its children with full paths.
@@ -209,9 +228,15 @@ class Neuron(Module):
     """``activation(dot(w, x) + b)``: the pre-activation is one fused ``dot`` node plus the bias."""
 
     def __init__(
-        self, nin: int, activation: str = "relu", *, seed: Seed = None, engine: EngineLike = None
+        self,
+        nin: int,
+        activation: str | bool = "relu",
+        *,
+        nonlin: bool | None = None,
+        seed: Seed = None,
+        engine: EngineLike = None,
     ) -> None:
-        self._init(nin, activation, _uniform_source(seed), resolve_engine(engine))
+        self._init(nin, _check_activation(activation, nonlin), _uniform_source(seed), resolve_engine(engine))
         self._label_parameters()
 
     def _init(self, nin: int, activation: str, draw: Callable[[], float], engine: ModuleType) -> None:
@@ -239,6 +264,11 @@ class Neuron(Module):
     def config(self) -> dict[str, Any]:
         return {"nin": self.nin, "activation": self.activation}
 
+    @property
+    def nonlin(self) -> bool:
+        """micrograd's flag: True unless the neuron is linear."""
+        return self.activation != "linear"
+
     def __repr__(self) -> str:
         return f"Neuron({self.nin}, activation={self.activation!r})"
 
@@ -247,8 +277,16 @@ class Layer(Module):
     """``nout`` neurons on the same input; a layer of one neuron returns a single Value, as in micrograd."""
 
     def __init__(
-        self, nin: int, nout: int, activation: str = "relu", *, seed: Seed = None, engine: EngineLike = None
+        self,
+        nin: int,
+        nout: int,
+        activation: str | bool = "relu",
+        *,
+        nonlin: bool | None = None,
+        seed: Seed = None,
+        engine: EngineLike = None,
     ) -> None:
+        activation = _check_activation(activation, nonlin)
         self._init(nin, nout, activation, _uniform_source(seed), resolve_engine(engine))
         self._label_parameters()
 

@@ -51,12 +51,37 @@ def save(model: Module, path: PathLike) -> None:
     # Write to a temporary file and rename, so a crash never leaves a truncated model behind.
     fd, tmp = tempfile.mkstemp(prefix=".arenagrad-", suffix=".tmp", dir=directory)
     try:
+        os.fchmod(fd, _file_mode(path))  # mkstemp makes 0600; keep what open() would have given
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def _file_mode(path: PathLike) -> int:
+    """The permissions of the file being replaced, or those a new file gets under the umask."""
+    try:
+        return os.stat(path).st_mode & 0o777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def _parameter_count(name: str, config: dict[str, Any]) -> int | None:
+    """How many parameters the saved architecture has, or None when the config is malformed (the
+    constructor then says what is wrong)."""
+    try:
+        if name == "Neuron":
+            return int(config["nin"]) + 1
+        if name == "Layer":
+            return (int(config["nin"]) + 1) * int(config["nout"])
+        sizes = [int(config["nin"]), *(int(n) for n in config["nouts"])]
+        return sum((a + 1) * b for a, b in zip(sizes, sizes[1:]))
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def load(path: PathLike, *, engine: EngineLike = None) -> Module:
@@ -89,6 +114,14 @@ def _from_document(document: Any, where: str, engine: EngineLike) -> Module:
     config, parameters = document["config"], document["parameters"]
     if not isinstance(config, dict) or not isinstance(parameters, dict):
         raise ValueError(f"{where!r}: config and parameters must be JSON objects")
+    expected = _parameter_count(cls.__name__, config)
+    # Small mismatches are built and reported key by key by load_state_dict; a size far beyond what the
+    # file holds is refused before anything is allocated.
+    if expected is not None and expected > 2 * len(parameters) + 64:
+        raise ValueError(
+            f"{where!r}: the {cls.__name__} config {config!r} has {expected} parameters but the file holds "
+            f"{len(parameters)}"
+        )
     engine_module = resolve_engine(engine)
     try:
         # seed=0: the weights are overwritten at once; a private stream leaves the global random state alone.

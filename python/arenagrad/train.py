@@ -288,12 +288,33 @@ def train_model(args: argparse.Namespace, engine: ModuleType | None = None) -> T
     return TrainResult(model, X, y, history, final_loss.data, final_accuracy, seconds)
 
 
+PLOT_FORMATS = ("png", "svg", "pdf", "jpg", "jpeg", "eps", "ps", "tif", "tiff", "webp")
+
+
+def _check_plot(path: str) -> str | None:
+    extension = os.path.splitext(path)[1].lower().lstrip(".")
+    if extension not in PLOT_FORMATS:
+        return (
+            f"--plot {path!r}: the file name must end in one of "
+            f"{', '.join('.' + f for f in PLOT_FORMATS)}, which sets the image format"
+        )
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return "--plot needs matplotlib: pip install 'arenagrad[demo]'"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     """The ``train`` command: train, print a summary, save/plot on request; returns the exit code."""
     if args.optimizer != "sgd" and args.momentum:
         return _error("--momentum applies to --optimizer sgd only")
     for path, what in ((args.plot, "plot"), (args.save, "model")):
         problem = _check_output(path, what)
+        if problem:
+            return _error(problem)
+    if args.plot is not None:  # before training, not after a long run
+        problem = _check_plot(args.plot)
         if problem:
             return _error(problem)
     try:
