@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <limits>
 #include <stdexcept>
+#include <type_traits>
+#include <unordered_map>
 #include <unordered_set>
 
 namespace arenagrad {
@@ -16,30 +18,17 @@ std::uint32_t num_operands(const Arena& arena, NodeId id) {
     return is_nary(op) ? arena.num_children(id) : static_cast<std::uint32_t>(arity(op));
 }
 
-template <class Rule>
-bool forward_rows(double* out, const double* a, const double* b, std::size_t n) {
-    bool ok = true;
-    for (std::size_t i = 0; i < n; ++i) {
-        const Eval e = Rule::forward(a[i], b[i]);
-        out[i] = e.value;
-        ok &= e.status == Status::Ok;
-    }
-    return ok;
-}
-
-template <class Rule>
-void backward_rows(const double* out, const double* gout, const double* a, const double* b, double* ga, double* gb,
-                   std::size_t n) {
-    for (std::size_t i = 0; i < n; ++i) {
-        const Partials p = Rule::partials(a[i], b[i], out[i]);
-        ga[i] += gout[i] * p.da;
-        if constexpr (differentiable_inputs<Rule>() == 2) gb[i] += gout[i] * p.db;
-    }
-}
+// An operand of a row loop: a row of per-sample values, or (Shared) one value for every sample,
+// which the compiler keeps in a register.
+template <bool Shared>
+struct In {
+    const double* p;
+    double operator[](std::size_t s) const { return Shared ? p[0] : p[s]; }
+};
 
 // Sum over the batch in four interleaved lanes: one sequential chain of adds would make every
-// parameter wait on the add latency of each sample in turn. The order is fixed, so results are
-// deterministic; no promise ties it to the order of eager evaluation.
+// shared operand wait on the add latency of each sample in turn. The order is fixed, so results
+// are deterministic; no promise ties it to the order of eager evaluation.
 double batch_sum(const double* g, std::size_t n) {
     double lane[4] = {0.0, 0.0, 0.0, 0.0};
     std::size_t s = 0;
@@ -49,6 +38,85 @@ double batch_sum(const double* g, std::size_t n) {
     for (; s < n; ++s) lane[0] += g[s];
     return (lane[0] + lane[1]) + (lane[2] + lane[3]);
 }
+
+// Where a row loop sends an operand's gradient: into its row, or (Shared) into a scratch row that
+// finish() sums over the batch into the operand's one scalar. Both loops stay plain stores and
+// loads, which the compiler vectorizes; the sum is a separate pass.
+template <bool Shared>
+struct GradOut;
+
+template <>
+struct GradOut<false> {
+    double* g;
+    double* scratch;  // unused
+    void add(std::size_t s, double v) { g[s] += v; }
+    void finish(std::size_t) {}
+};
+
+template <>
+struct GradOut<true> {
+    double* g;
+    double* scratch;  // one row
+    void add(std::size_t s, double v) { scratch[s] = v; }
+    void finish(std::size_t n) { *g += batch_sum(scratch, n); }
+};
+
+// Calls f with two compile-time flags saying which operands are shared scalars.
+template <class F>
+void with_kinds(bool a_shared, bool b_shared, F&& f) {
+    if (a_shared) {
+        if (b_shared) {
+            f(std::true_type{}, std::true_type{});
+        } else {
+            f(std::true_type{}, std::false_type{});
+        }
+    } else if (b_shared) {
+        f(std::false_type{}, std::true_type{});
+    } else {
+        f(std::false_type{}, std::false_type{});
+    }
+}
+
+template <class Rule, bool AS, bool BS>
+bool forward_rows(double* out, In<AS> a, In<BS> b, std::size_t n) {
+    bool ok = true;
+    for (std::size_t s = 0; s < n; ++s) {
+        const Eval e = Rule::forward(a[s], b[s]);
+        out[s] = e.value;
+        ok &= e.status == Status::Ok;
+    }
+    return ok;
+}
+
+template <class Rule, bool AS, bool BS>
+void backward_rows(const double* out, const double* go, In<AS> a, In<BS> b, GradOut<AS> ga, GradOut<BS> gb,
+                   std::size_t n) {
+    for (std::size_t s = 0; s < n; ++s) {
+        const Partials p = Rule::partials(a[s], b[s], out[s]);
+        ga.add(s, go[s] * p.da);
+        if constexpr (differentiable_inputs<Rule>() == 2) gb.add(s, go[s] * p.db);
+    }
+    ga.finish(n);
+    if constexpr (differentiable_inputs<Rule>() == 2) gb.finish(n);
+}
+
+template <bool WS, bool XS>
+void dot_forward(double* out, In<WS> w, In<XS> x, std::size_t n) {
+    for (std::size_t s = 0; s < n; ++s) out[s] += w[s] * x[s];
+}
+
+template <bool WS, bool XS>
+void dot_backward(const double* go, In<WS> w, In<XS> x, GradOut<WS> gw, GradOut<XS> gx, std::size_t n) {
+    for (std::size_t s = 0; s < n; ++s) {
+        gw.add(s, go[s] * x[s]);
+        gx.add(s, go[s] * w[s]);
+    }
+    gw.finish(n);
+    gx.finish(n);
+}
+
+constexpr std::uint32_t kNoOperand = 0xFFFFFFFFu;  // a sum's implicit weight
+const double kOne = 1.0;
 
 }  // namespace
 
@@ -109,31 +177,33 @@ bool Tape::forward(const double* input_values, ReplayError& error) {
 
 // Builds into locals and swaps them in at the end, so a failed compile leaves no half program.
 void Tape::compile() {
-    std::vector<NodeId> row_node = leaves_;
+    const std::size_t n_in = inputs_.size();
+    std::vector<NodeId> row_node(inputs_);
     for (auto it = order_.rbegin(); it != order_.rend(); ++it) row_node.push_back(*it);
     const auto zero_row = static_cast<std::uint32_t>(row_node.size());
 
-    std::unordered_map<NodeId, std::uint32_t> rows;
-    for (std::uint32_t r = 0; r < row_node.size(); ++r) rows.emplace(row_node[r], r);
+    std::unordered_map<NodeId, std::uint32_t> operand;
+    for (std::uint32_t k = 0; k < num_shared_; ++k) operand.emplace(leaves_[k], kShared | k);
+    for (std::uint32_t r = 0; r < row_node.size(); ++r) operand.emplace(row_node[r], r);
 
     std::vector<Instruction> program;
-    std::vector<std::uint32_t> child_rows;
-    for (auto it = order_.rbegin(); it != order_.rend(); ++it) {
-        const NodeId n = *it;
+    std::vector<std::uint32_t> operands;
+    for (std::size_t r = n_in; r < row_node.size(); ++r) {
+        const NodeId n = row_node[r];
         const Op op = arena_.op(n);
         if (is_nary(op)) {
-            const auto offset = static_cast<std::uint32_t>(child_rows.size());
+            const auto offset = static_cast<std::uint32_t>(operands.size());
             const std::uint32_t count = arena_.num_children(n);
-            for (std::uint32_t i = 0; i < count; ++i) child_rows.push_back(rows.at(arena_.child(n, i)));
-            program.push_back({op, rows.at(n), offset, count});
+            for (std::uint32_t i = 0; i < count; ++i) operands.push_back(operand.at(arena_.child(n, i)));
+            program.push_back({op, static_cast<std::uint32_t>(r), offset, count});
         } else {
-            const std::uint32_t b = arity(op) == 2 ? rows.at(arena_.child(n, 1)) : zero_row;
-            program.push_back({op, rows.at(n), rows.at(arena_.child(n, 0)), b});
+            const std::uint32_t b = arity(op) == 2 ? operand.at(arena_.child(n, 1)) : zero_row;
+            program.push_back({op, static_cast<std::uint32_t>(r), operand.at(arena_.child(n, 0)), b});
         }
     }
     row_node_.swap(row_node);
     program_.swap(program);
-    child_rows_.swap(child_rows);
+    operands_.swap(operands);
     zero_row_ = zero_row;
 }
 
@@ -149,53 +219,65 @@ bool Tape::forward_batch(const double* x, std::size_t batch, double* out, Replay
         // buffers of another size.
         std::vector<double> values(rows * batch, 0.0);  // the zero row stays zero
         std::vector<double> grads(rows * batch, 0.0);
+        std::vector<double> shared_values(num_shared_, 0.0);
+        std::vector<double> shared_grads(num_shared_, 0.0);
+        std::vector<double> scratch(2 * batch, 0.0);
         values_.swap(values);
         grads_.swap(grads);
+        shared_values_.swap(shared_values);
+        shared_grads_.swap(shared_grads);
+        scratch_.swap(scratch);
         batch_ = batch;
     }
-    for (std::size_t s = 0; s < num_shared_; ++s) std::fill_n(row(values_, static_cast<std::uint32_t>(s)), batch, arena_.value(leaves_[s]));
+    for (std::size_t k = 0; k < num_shared_; ++k) shared_values_[k] = arena_.value(leaves_[k]);
     const std::size_t n_in = inputs_.size();
     for (std::size_t i = 0; i < n_in; ++i) {
-        double* r = row(values_, static_cast<std::uint32_t>(num_shared_ + i));
+        double* r = row(values_, static_cast<std::uint32_t>(i));
         for (std::size_t s = 0; s < batch; ++s) r[s] = x[s * n_in + i];
     }
 
     for (const Instruction& ins : program_) {
         double* o = row(values_, ins.out);
-        if (ins.op == Op::Sum || ins.op == Op::Dot) {
+        if (is_nary(ins.op)) {
             std::fill_n(o, batch, 0.0);
-            const std::uint32_t* c = child_rows_.data() + ins.a;
-            if (ins.op == Op::Sum) {
-                for (std::uint32_t k = 0; k < ins.b; ++k) {
-                    const double* v = row(values_, c[k]);
-                    for (std::size_t s = 0; s < batch; ++s) o[s] += v[s];
-                }
-            } else {
-                const std::uint32_t n = ins.b / 2;
-                for (std::uint32_t k = 0; k < n; ++k) {
-                    const double* w = row(values_, c[k]);
-                    const double* v = row(values_, c[n + k]);
-                    for (std::size_t s = 0; s < batch; ++s) o[s] += w[s] * v[s];
-                }
+            const std::uint32_t* c = operands_.data() + ins.a;
+            const std::uint32_t n = ins.op == Op::Dot ? ins.b / 2 : ins.b;
+            for (std::uint32_t k = 0; k < n; ++k) {
+                // A sum is a dot with every weight 1: one kernel serves both.
+                const std::uint32_t wk = ins.op == Op::Dot ? c[k] : kNoOperand;
+                const std::uint32_t xk = ins.op == Op::Dot ? c[n + k] : c[k];
+                const double* w = wk == kNoOperand ? &kOne : value_of(wk);
+                with_kinds(wk == kNoOperand || (wk & kShared) != 0, (xk & kShared) != 0, [&](auto ws, auto xs) {
+                    dot_forward<decltype(ws)::value, decltype(xs)::value>(o, {w}, {value_of(xk)}, batch);
+                });
             }
             continue;
         }
-        const double* a = row(values_, ins.a);
-        const double* b = row(values_, ins.b);
-        const bool ok = visit_elementary(ins.op, [&](auto rule) { return forward_rows<decltype(rule)>(o, a, b, batch); });
+        const double* a = value_of(ins.a);
+        const double* b = value_of(ins.b);
+        bool ok = true;
+        with_kinds((ins.a & kShared) != 0, (ins.b & kShared) != 0, [&](auto as, auto bs) {
+            constexpr bool AS = decltype(as)::value;
+            constexpr bool BS = decltype(bs)::value;
+            ok = visit_elementary(ins.op, [&](auto rule) {
+                return forward_rows<decltype(rule), AS, BS>(o, In<AS>{a}, In<BS>{b}, batch);
+            });
+        });
         if (!ok) {
+            const std::size_t sa = (ins.a & kShared) != 0 ? 0 : 1;
+            const std::size_t sb = (ins.b & kShared) != 0 ? 0 : 1;
             for (std::size_t s = 0; s < batch; ++s) {
-                const Status st = visit_elementary(ins.op, [&](auto rule) { return decltype(rule)::forward(a[s], b[s]).status; });
+                const Status st = visit_elementary(
+                    ins.op, [&](auto rule) { return decltype(rule)::forward(a[s * sa], b[s * sb]).status; });
                 if (st != Status::Ok) {
-                    error = {st, ins.op, a[s], b[s], s};
+                    error = {st, ins.op, a[s * sa], b[s * sb], s};
                     break;
                 }
             }
             return false;
         }
     }
-    const double* r = row(values_, root_row());
-    std::copy_n(r, batch, out);
+    std::copy_n(row(values_, root_row()), batch, out);
     have_batch_forward_ = true;
     return true;
 }
@@ -204,48 +286,66 @@ void Tape::backward_batch(const double* seed, double* input_grads) {
     if (!have_batch_forward_) throw std::logic_error("backward_batch needs a successful forward_batch first");
     const std::size_t batch = batch_;
     std::fill(grads_.begin(), grads_.end(), 0.0);
+    std::fill(shared_grads_.begin(), shared_grads_.end(), 0.0);
     double* groot = row(grads_, root_row());
     for (std::size_t s = 0; s < batch; ++s) groot[s] = seed != nullptr ? seed[s] : 1.0;
 
+    // Two scratch rows for shared operands' per-sample gradients (an op has at most two operands).
+    double* scratch_a = scratch_.data();
+    double* scratch_b = scratch_.data() + batch;
     for (auto it = program_.rbegin(); it != program_.rend(); ++it) {
         const Instruction& ins = *it;
         const double* go = row(grads_, ins.out);
-        if (ins.op == Op::Sum || ins.op == Op::Dot) {
-            const std::uint32_t* c = child_rows_.data() + ins.a;
-            if (ins.op == Op::Sum) {
-                for (std::uint32_t k = 0; k < ins.b; ++k) {
-                    double* g = row(grads_, c[k]);
+        if (ins.op == Op::Sum) {
+            const std::uint32_t* c = operands_.data() + ins.a;
+            for (std::uint32_t k = 0; k < ins.b; ++k) {
+                if ((c[k] & kShared) != 0) {
+                    *grad_of(c[k]) += batch_sum(go, batch);
+                } else {
+                    double* g = grad_of(c[k]);
                     for (std::size_t s = 0; s < batch; ++s) g[s] += go[s];
-                }
-            } else {
-                const std::uint32_t n = ins.b / 2;
-                for (std::uint32_t k = 0; k < n; ++k) {
-                    const double* w = row(values_, c[k]);
-                    const double* v = row(values_, c[n + k]);
-                    double* gw = row(grads_, c[k]);
-                    double* gv = row(grads_, c[n + k]);
-                    for (std::size_t s = 0; s < batch; ++s) {
-                        gw[s] += go[s] * v[s];
-                        gv[s] += go[s] * w[s];
-                    }
                 }
             }
             continue;
         }
-        visit_elementary(ins.op, [&](auto rule) {
-            backward_rows<decltype(rule)>(row(values_, ins.out), go, row(values_, ins.a), row(values_, ins.b),
-                                          row(grads_, ins.a), row(grads_, ins.b), batch);
+        if (ins.op == Op::Dot) {
+            const std::uint32_t* c = operands_.data() + ins.a;
+            const std::uint32_t n = ins.b / 2;
+            for (std::uint32_t k = 0; k < n; ++k) {
+                const std::uint32_t wk = c[k];
+                const std::uint32_t xk = c[n + k];
+                const double* w = value_of(wk);
+                double* gw = grad_of(wk);
+                with_kinds((wk & kShared) != 0, (xk & kShared) != 0, [&](auto ws, auto xs) {
+                    constexpr bool WS = decltype(ws)::value;
+                    constexpr bool XS = decltype(xs)::value;
+                    dot_backward<WS, XS>(go, In<WS>{w}, In<XS>{value_of(xk)}, GradOut<WS>{gw, scratch_a},
+                                         GradOut<XS>{grad_of(xk), scratch_b}, batch);
+                });
+            }
+            continue;
+        }
+        const double* a = value_of(ins.a);
+        const double* b = value_of(ins.b);
+        const double* o = row(values_, ins.out);
+        with_kinds((ins.a & kShared) != 0, (ins.b & kShared) != 0, [&](auto as, auto bs) {
+            constexpr bool AS = decltype(as)::value;
+            constexpr bool BS = decltype(bs)::value;
+            visit_elementary(ins.op, [&](auto rule) {
+                backward_rows<decltype(rule), AS, BS>(o, go, In<AS>{a}, In<BS>{b},
+                                                      GradOut<AS>{grad_of(ins.a), scratch_a},
+                                                      GradOut<BS>{grad_of(ins.b), scratch_b}, batch);
+            });
         });
     }
 
     for (std::size_t k = 0; k < num_shared_; ++k) {
-        const double total = batch_sum(row(grads_, static_cast<std::uint32_t>(k)), batch);
-        arena_.set_grad(leaves_[k], arena_.grad(leaves_[k]) + total);
+        arena_.set_grad(leaves_[k], arena_.grad(leaves_[k]) + shared_grads_[k]);
     }
     if (input_grads != nullptr) {
         const std::size_t n_in = inputs_.size();
         for (std::size_t i = 0; i < n_in; ++i) {
-            const double* g = row(grads_, static_cast<std::uint32_t>(num_shared_ + i));
+            const double* g = row(grads_, static_cast<std::uint32_t>(i));
             for (std::size_t s = 0; s < batch; ++s) input_grads[s * n_in + i] = g[s];
         }
     }

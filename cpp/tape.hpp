@@ -13,8 +13,8 @@
 // - batched: the graph is compiled once into a row program, and one call evaluates it for a
 //   whole batch of samples. Each node owns a row of `batch` values stored contiguously
 //   (batch-minor), so every op is a simple loop the compiler can vectorize. Leaves that are not
-//   inputs (parameters, constants) are shared by all samples; their grads are summed over the
-//   batch into the arena.
+//   inputs (parameters, constants) are shared by all samples: each is one scalar, read in place
+//   by the loops (never broadcast into a row), and its grad is summed over the batch.
 #pragma once
 
 #include <cstddef>
@@ -73,33 +73,44 @@ class Tape {
     std::size_t batch() const { return batch_; }
 
   private:
-    // One node of the row program: rows index the value/grad buffers.
+    // One node of the row program. Operands are rows of values_ / grads_, or, with kShared set,
+    // indexes of shared leaves: one value for every sample, never broadcast into a row.
     struct Instruction {
         Op op;
-        std::uint32_t out;
-        std::uint32_t a;      // elementary ops: first operand row; n-ary: offset into child_rows_
-        std::uint32_t b;      // elementary ops: second operand row; n-ary: number of child rows
+        std::uint32_t out;  // a row
+        std::uint32_t a;    // elementary ops: first operand; n-ary: offset into operands_
+        std::uint32_t b;    // elementary ops: second operand; n-ary: number of operands
     };
+    static constexpr std::uint32_t kShared = 0x80000000u;
 
     void compile();
     std::uint32_t root_row() const { return zero_row_ - 1; }  // the root comes last in forward order
     double* row(std::vector<double>& buffer, std::uint32_t r) { return buffer.data() + std::size_t{r} * batch_; }
+    double* value_of(std::uint32_t operand) {
+        return (operand & kShared) != 0 ? &shared_values_[operand & ~kShared] : row(values_, operand);
+    }
+    double* grad_of(std::uint32_t operand) {
+        return (operand & kShared) != 0 ? &shared_grads_[operand & ~kShared] : row(grads_, operand);
+    }
 
     Arena& arena_;
     std::vector<NodeId> order_;   // non-leaf nodes, root first (Arena::topological_order)
     std::vector<NodeId> inputs_;
     std::vector<NodeId> leaves_;  // every leaf of the graph: shared ones first, then the inputs
 
-    // The row program (built on the first batched call). Rows: [shared leaves][inputs][nodes in
-    // forward order][one row of zeros, the unused second operand of unary ops].
+    // The row program (built on the first batched call). Rows: [inputs][nodes in forward order]
+    // [one row of zeros, the unused second operand of unary ops]; shared leaves have no row.
     std::vector<Instruction> program_;
-    std::vector<std::uint32_t> child_rows_;
-    std::vector<NodeId> row_node_;  // node of each row, for batch_values
+    std::vector<std::uint32_t> operands_;  // operands of n-ary instructions
+    std::vector<NodeId> row_node_;         // node of each row, for batch_values
     std::size_t num_shared_ = 0;
     std::uint32_t zero_row_ = 0;
     std::size_t batch_ = 0;
     std::vector<double> values_;
     std::vector<double> grads_;
+    std::vector<double> shared_values_;
+    std::vector<double> shared_grads_;
+    std::vector<double> scratch_;  // two rows: shared operands' per-sample gradients
     bool have_batch_forward_ = false;
 };
 

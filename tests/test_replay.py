@@ -15,7 +15,7 @@ from arenagrad import ParamGroup, Tape, Value, arena_stats
 def model(x1: Value, x2: Value, w: list[Value]) -> Value:
     """Every kind of op, with relu and abs whose derivative flips as inputs cross zero."""
     h = (arenagrad.dot(w[:2], [x1, x2]) + w[2]).relu()
-    g = arenagrad.sum([h * w[3], x1 * x2, abs(x1 - w[4])])
+    g = arenagrad.sum([h * w[3], x1 * x2, abs(x1 - w[4]), w[5]])  # w[5]: a parameter summed directly
     return (g.tanh() + (x2**2) / (1.0 + abs(x1)) - (x1 * 0.5).sigmoid() * w[4] ** w[5]).exp().log() + x2.sin()
 
 
