@@ -58,7 +58,7 @@ def test_every_workload_has_results(quick_run: tuple[dict, str, str]) -> None:
         assert f"-- {w}: " in stdout, f"no {w} table printed"
         assert f"### {w}: " in md, f"no {w} table in the markdown"
     assert "Targets" in stdout and "## Targets" in md and "## Machine" in md
-    assert "## Where the time goes" in md and "in-cache bandwidth" in md
+    assert "## Where the time goes" in md and "it takes just to move those bytes in cache" in md
 
 
 def test_figures_are_positive_and_engines_honest(quick_run: tuple[dict, str, str]) -> None:
