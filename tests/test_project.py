@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import shutil
 import subprocess
@@ -73,3 +74,23 @@ def test_readme_python_examples_run(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "Value(data=-8.0, grad=1.0) 6.0 -4.0" in out
     assert float(out.strip().splitlines()[-1]) < 0.5  # the replay example trains
+
+
+@pytest.mark.slow
+def test_pip_wheel_builds_a_complete_wheel(tmp_path: Path) -> None:
+    import zipfile
+
+    pytest.importorskip("scikit_build_core", reason="the test extra installs the build backend")
+    if shutil.which("cmake") is None and importlib.util.find_spec("cmake") is None:
+        pytest.skip("needs cmake")
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
+         "-w", str(tmp_path), "--config-settings=build-dir=" + str(tmp_path / "build")],
+        capture_output=True, text=True, check=False,
+    )
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    (wheel,) = tmp_path.glob("arenagrad-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    for expected in ("arenagrad/__init__.py", "arenagrad/py.typed", "arenagrad/_core.pyi", "arenagrad/nn.py"):
+        assert expected in names
+    assert any(n.startswith("arenagrad/_core.") and n.endswith(".so") for n in names)
