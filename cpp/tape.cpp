@@ -115,9 +115,6 @@ void dot_backward(const double* go, In<WS> w, In<XS> x, GradOut<WS> gw, GradOut<
     gx.finish(n);
 }
 
-constexpr std::uint32_t kNoOperand = 0xFFFFFFFFu;  // a sum's implicit weight
-const double kOne = 1.0;
-
 }  // namespace
 
 Tape::Tape(Arena& arena, NodeId root, std::vector<NodeId> inputs) : arena_(arena), inputs_(std::move(inputs)) {
@@ -238,17 +235,28 @@ bool Tape::forward_batch(const double* x, std::size_t batch, double* out, Replay
 
     for (const Instruction& ins : program_) {
         double* o = row(values_, ins.out);
-        if (is_nary(ins.op)) {
+        if (ins.op == Op::Sum) {
             std::fill_n(o, batch, 0.0);
             const std::uint32_t* c = operands_.data() + ins.a;
-            const std::uint32_t n = ins.op == Op::Dot ? ins.b / 2 : ins.b;
+            for (std::uint32_t k = 0; k < ins.b; ++k) {
+                const double* v = value_of(c[k]);
+                if ((c[k] & kShared) != 0) {
+                    for (std::size_t s = 0; s < batch; ++s) o[s] += v[0];
+                } else {
+                    for (std::size_t s = 0; s < batch; ++s) o[s] += v[s];
+                }
+            }
+            continue;
+        }
+        if (ins.op == Op::Dot) {
+            std::fill_n(o, batch, 0.0);
+            const std::uint32_t* c = operands_.data() + ins.a;
+            const std::uint32_t n = ins.b / 2;
             for (std::uint32_t k = 0; k < n; ++k) {
-                // A sum is a dot with every weight 1: one kernel serves both.
-                const std::uint32_t wk = ins.op == Op::Dot ? c[k] : kNoOperand;
-                const std::uint32_t xk = ins.op == Op::Dot ? c[n + k] : c[k];
-                const double* w = wk == kNoOperand ? &kOne : value_of(wk);
-                with_kinds(wk == kNoOperand || (wk & kShared) != 0, (xk & kShared) != 0, [&](auto ws, auto xs) {
-                    dot_forward<decltype(ws)::value, decltype(xs)::value>(o, {w}, {value_of(xk)}, batch);
+                const double* w = value_of(c[k]);
+                const double* v = value_of(c[n + k]);
+                with_kinds((c[k] & kShared) != 0, (c[n + k] & kShared) != 0, [&](auto ws, auto vs) {
+                    dot_forward<decltype(ws)::value, decltype(vs)::value>(o, {w}, {v}, batch);
                 });
             }
             continue;
