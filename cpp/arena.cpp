@@ -3,6 +3,11 @@
 #include <algorithm>
 #include <new>
 #include <stdexcept>
+#include <utility>
+
+#if defined(__GLIBC__)
+#include <malloc.h>  // malloc_trim: hand freed heap pages back to the system
+#endif
 
 namespace arenagrad {
 
@@ -12,6 +17,16 @@ namespace {
 constexpr std::size_t kMaxNodes = 0xFFFFFFFEu;
 // Compaction walks every slot, so it only pays off once the dead part of the pool is large.
 constexpr std::size_t kMinPoolGarbage = 4096;
+// Memory is given back only for arenas this large (about 40 MB), when at most 1/8 of the slots
+// are live: smaller arenas are cheap to keep, and the slack stops a loop that builds and drops
+// one large graph per step from shrinking and regrowing the arrays every step.
+constexpr std::size_t kShrinkMinSlots = std::size_t{1} << 20;
+
+template <class T>
+void shrink_to(std::vector<T>& v, std::size_t n) {
+    if (v.size() > n) v.resize(n);
+    v.shrink_to_fit();  // libstdc++ reallocates, and keeps the old buffer if that fails
+}
 
 template <class T>
 std::size_t heap_bytes(const std::vector<T>& v) {
@@ -36,6 +51,7 @@ void Arena::reserve_node() {
     b_.reserve(want);
     low_.reserve(want);
     refs_.reserve(want);
+    run_.reserve(want);
     free_bits_.resize((want + 63) / 64, 0);  // so freeing any slot never allocates
     reserved_ = want;
 }
@@ -60,22 +76,62 @@ NodeId Arena::allocate(Op op, double value, NodeId a, NodeId b) {
         b_[id] = b;
         low_[id] = id;
         refs_[id] = 1;
-        return id;
+    } else {
+        id = static_cast<NodeId>(value_.size());  // reserve_node() made room: no push_back throws
+        value_.push_back(value);
+        grad_.push_back(0.0);
+        op_.push_back(op);
+        a_.push_back(a);
+        b_.push_back(b);
+        low_.push_back(id);
+        refs_.push_back(1);
+        run_.push_back(0);
     }
-    id = static_cast<NodeId>(value_.size());  // reserve_node() made room: no push_back throws
-    value_.push_back(value);
-    grad_.push_back(0.0);
-    op_.push_back(op);
-    a_.push_back(a);
-    b_.push_back(b);
-    low_.push_back(id);
-    refs_.push_back(1);
+    if (op != Op::Leaf) start_run_if_needed(id);
     return id;
 }
 
+// A non-leaf node below the previous one starts a new run; within a run ids grow with creation.
+// (An equal id is the previous node's slot, freed and reused: no live node of the run lies above.)
+void Arena::start_run_if_needed(NodeId id) {
+    if (any_nonleaf_ && id < last_nonleaf_) {
+        if (run_counter_ == 0xFFFFFFFFu) renumber_runs();
+        ++run_counter_;
+    }
+    any_nonleaf_ = true;
+    last_nonleaf_ = id;
+    run_[id] = run_counter_;
+}
+
+// Run numbers only need to order the live nodes' runs, so before the counter would wrap they are
+// replaced by their ranks (once per 2^32 runs, in practice never). Never throws: if the
+// scratch cannot be allocated, every live node is marked unordered instead, which is always safe.
+void Arena::renumber_runs() {
+    std::vector<std::uint32_t> runs;
+    try {
+        for (NodeId id = 0; id < value_.size(); ++id) {
+            if (op_[id] != Op::Leaf) runs.push_back(run_[id]);
+        }
+    } catch (const std::bad_alloc&) {
+        for (NodeId id = 0; id < value_.size(); ++id) low_[id] = kUnordered;
+        any_nonleaf_ = false;
+        run_counter_ = 0;
+        return;
+    }
+    std::sort(runs.begin(), runs.end());
+    runs.erase(std::unique(runs.begin(), runs.end()), runs.end());
+    for (NodeId id = 0; id < value_.size(); ++id) {
+        if (op_[id] == Op::Leaf) continue;
+        run_[id] = static_cast<std::uint32_t>(std::lower_bound(runs.begin(), runs.end(), run_[id]) - runs.begin());
+    }
+    // The current run keeps its rank; the caller's increment starts the next one above all ranks.
+    run_counter_ = runs.empty() ? 0 : static_cast<std::uint32_t>(runs.size() - 1);
+}
+
+// A non-leaf child in the same run was created earlier, so it has a smaller id.
 NodeId Arena::order_bound(NodeId id, NodeId bound, NodeId c) const {
     if (op_[c] == Op::Leaf) return bound;  // leaves are never swept, so their ids do not matter
-    if (bound == kUnordered || c > id || low_[c] == kUnordered) return kUnordered;
+    if (bound == kUnordered || low_[c] == kUnordered || run_[c] != run_[id]) return kUnordered;
     return std::min(bound, low_[c]);
 }
 
@@ -93,6 +149,49 @@ void Arena::release(NodeId id) noexcept {
     } catch (const std::bad_alloc&) {
         release_stack_.clear();
     }
+    if (value_.size() >= kShrinkMinSlots && free_count_ > value_.size() / 8 * 7) maybe_shrink();
+}
+
+// Cuts every array down to the highest live slot. Nothing may hold a pointer into the arrays
+// across a release(); none does (the sweeps and replay never release).
+void Arena::maybe_shrink() noexcept {
+    std::size_t n = value_.size();
+    while (n > 0) {
+        if (n % 64 == 0 && free_bits_[n / 64 - 1] == ~std::uint64_t{0}) {
+            n -= 64;
+        } else if ((free_bits_[(n - 1) / 64] >> ((n - 1) % 64) & 1) != 0) {
+            --n;
+        } else {
+            break;
+        }
+    }
+    if (n > value_.size() / 2) return;  // the live nodes are spread out: nothing worth giving back
+    free_count_ -= value_.size() - n;
+    shrink_to(value_, n);
+    shrink_to(grad_, n);
+    shrink_to(op_, n);
+    shrink_to(a_, n);
+    shrink_to(b_, n);
+    shrink_to(low_, n);
+    shrink_to(refs_, n);
+    shrink_to(run_, n);
+    const std::size_t words = (n + 63) / 64;
+    shrink_to(free_bits_, words);
+    if (n % 64 != 0) free_bits_[words - 1] &= (std::uint64_t{1} << (n % 64)) - 1;
+    free_cursor_ = std::min(free_cursor_, words);
+    reserved_ = n;
+    shrink_to(visit_mark_, std::min(visit_mark_.size(), n));
+    dfs_stack_ = {};
+    order_ = {};
+    release_stack_ = {};
+    try {
+        compact_pool(true);
+    } catch (const std::bad_alloc&) {
+        // the pool keeps its old buffer
+    }
+#if defined(__GLIBC__)
+    malloc_trim(0);
+#endif
 }
 
 // Frees the slot first, then queues its children: if queueing them throws, the slot is
@@ -142,18 +241,19 @@ Status Arena::apply(Op op, NodeId a, NodeId b, NodeId* out) {
 }
 
 std::uint32_t Arena::allocate_pool(std::size_t n) {
-    if (pool_garbage_ >= kMinPoolGarbage && 2 * pool_garbage_ > pool_.size()) compact_pool();
+    if (pool_garbage_ >= kMinPoolGarbage && 2 * pool_garbage_ > pool_.size()) compact_pool(false);
     if (pool_.size() + n >= kMaxNodes) throw std::length_error("arenagrad: the n-ary child pool is full");
     const auto offset = static_cast<std::uint32_t>(pool_.size());
     pool_.resize(pool_.size() + n);
     return offset;
 }
 
-// Moves the children of live n-ary nodes to the front of a fresh pool of the same capacity, so
-// building and dropping n-ary nodes forever keeps the pool bounded.
-void Arena::compact_pool() {
+// Moves the children of live n-ary nodes to the front of a fresh pool of the same capacity (or,
+// when shrinking, of just the size in use), so building and dropping n-ary nodes forever keeps
+// the pool bounded.
+void Arena::compact_pool(bool shrink) {
     std::vector<NodeId> fresh;
-    fresh.reserve(pool_.capacity());
+    fresh.reserve(shrink ? pool_.size() - pool_garbage_ : pool_.capacity());
     for (NodeId id = 0; id < value_.size(); ++id) {
         if (!is_nary(op_[id])) continue;  // freed slots are reset to Leaf
         const auto offset = static_cast<NodeId>(fresh.size());
@@ -164,16 +264,17 @@ void Arena::compact_pool() {
     pool_garbage_ = 0;
 }
 
-NodeId Arena::sum(const NodeId* ids, std::size_t n) {
+NodeId Arena::nary(Op op, const NodeId* ids, std::size_t n) {
     reserve_node();
     const std::uint32_t offset = allocate_pool(n);
-    double total = 0.0;
     for (std::size_t i = 0; i < n; ++i) {
         pool_[offset + i] = ids[i];
         retain(ids[i]);
-        total += value_[ids[i]];
     }
-    const NodeId id = allocate(Op::Sum, total, offset, static_cast<NodeId>(n));
+    const auto count = static_cast<std::uint32_t>(n);
+    const auto x = [&](std::uint32_t i) { return value_[ids[i]]; };
+    const double v = op == Op::Sum ? rules::Sum::forward(count, x) : rules::LogSumExp::forward(count, x);
+    const NodeId id = allocate(op, v, offset, static_cast<NodeId>(n));
     NodeId bound = id;
     for (std::size_t i = 0; i < n; ++i) bound = order_bound(id, bound, ids[i]);
     low_[id] = bound;
@@ -183,14 +284,15 @@ NodeId Arena::sum(const NodeId* ids, std::size_t n) {
 NodeId Arena::dot(const NodeId* ws, const NodeId* xs, std::size_t n) {
     reserve_node();
     const std::uint32_t offset = allocate_pool(2 * n);
-    double total = 0.0;
     for (std::size_t i = 0; i < n; ++i) {
         pool_[offset + i] = ws[i];
         pool_[offset + n + i] = xs[i];
         retain(ws[i]);
         retain(xs[i]);
-        total += value_[ws[i]] * value_[xs[i]];
     }
+    const double total = rules::Dot::forward(
+        static_cast<std::uint32_t>(n), [&](std::uint32_t i) { return value_[ws[i]]; },
+        [&](std::uint32_t i) { return value_[xs[i]]; });
     const NodeId id = allocate(Op::Dot, total, offset, static_cast<NodeId>(2 * n));
     NodeId bound = id;
     for (std::size_t i = 0; i < n; ++i) bound = order_bound(id, order_bound(id, bound, ws[i]), xs[i]);
@@ -226,7 +328,7 @@ std::uint32_t Arena::next_epoch() {
     return visit_epoch_;
 }
 
-// Calls add_grad(child, grad(id) * local derivative) for each differentiable child.
+// Calls add_grad(child, contribution) for each differentiable child, in child order.
 template <class AddGrad>
 __attribute__((always_inline)) inline void Arena::propagate(NodeId id, AddGrad&& add_grad) {
     const double g = grad_[id];
@@ -244,9 +346,15 @@ __attribute__((always_inline)) inline void Arena::propagate(NodeId id, AddGrad&&
             const std::uint32_t n = b_[id] / 2;
             const NodeId* x = w + n;
             for (std::uint32_t i = 0; i < n; ++i) {
-                add_grad(w[i], g * value_[x[i]]);
-                add_grad(x[i], g * value_[w[i]]);
+                add_grad(w[i], rules::scale(g, value_[x[i]]));
+                add_grad(x[i], rules::scale(g, value_[w[i]]));
             }
+            return;
+        }
+        case Op::LogSumExp: {
+            const NodeId* c = pool_.data() + a_[id];
+            const double out = value_[id];
+            for (std::uint32_t i = 0; i < b_[id]; ++i) add_grad(c[i], rules::LogSumExp::vjp(g, value_[c[i]], out));
             return;
         }
         default:
@@ -254,9 +362,9 @@ __attribute__((always_inline)) inline void Arena::propagate(NodeId id, AddGrad&&
                 using Rule = decltype(rule);
                 const NodeId a = a_[id];
                 const NodeId b = b_[id];
-                const Partials p = Rule::partials(value_[a], Rule::arity == 2 ? value_[b] : 0.0, value_[id]);
-                add_grad(a, g * p.da);
-                if constexpr (differentiable_inputs<Rule>() == 2) add_grad(b, g * p.db);
+                const Grads d = Rule::vjp(g, value_[a], Rule::arity == 2 ? value_[b] : 0.0, value_[id]);
+                add_grad(a, d.a);
+                if constexpr (differentiable_inputs<Rule>() == 2) add_grad(b, d.b);
             });
     }
 }
@@ -299,11 +407,16 @@ void Arena::topological_order(NodeId root, std::vector<NodeId>& order) {
     if (is_leaf(root)) return;
     if (id_ordered(root)) {
         sweep_ordered(root, &order);
-        return;
+    } else {
+        sorted_order(root, order);
     }
+}
+
+// The subgraph's non-leaf nodes, found by a depth-first search, then sorted into reverse
+// creation order: by run, then by id within a run.
+void Arena::sorted_order(NodeId root, std::vector<NodeId>& order) {
     const std::uint32_t epoch = next_epoch();
-    // Depth-first post-order: a node is emitted once all its children are. Leaves are skipped:
-    // they have nothing to propagate and their grads accumulate rather than reset.
+    order.clear();
     dfs_stack_.clear();
     dfs_stack_.push_back({root, 0, num_children(root)});
     visit_mark_[root] = epoch;
@@ -320,12 +433,9 @@ void Arena::topological_order(NodeId root, std::vector<NodeId>& order) {
             dfs_stack_.pop_back();
         }
     }
-    std::reverse(order.begin(), order.end());
-}
-
-void Arena::sweep_dfs(NodeId root) {
-    topological_order(root, order_);
-    backward_along(order_);
+    std::sort(order.begin(), order.end(), [this](NodeId x, NodeId y) {
+        return run_[x] != run_[y] ? run_[x] > run_[y] : x > y;
+    });
 }
 
 void Arena::backward(NodeId root) {
@@ -333,32 +443,31 @@ void Arena::backward(NodeId root) {
         grad_[root] += 1.0;
         return;
     }
-    grad_[root] = 1.0;
     if (id_ordered(root)) {
         ++sweeps_ordered_;
+        grad_[root] = 1.0;
         sweep_ordered(root, nullptr);
     } else {
         ++sweeps_dfs_;
-        sweep_dfs(root);
+        sorted_order(root, order_);
+        backward_along(order_);
     }
 }
 
 Status Arena::recompute(NodeId id) {
     const Op op = op_[id];
     if (op == Op::Leaf) return Status::Ok;
-    if (op == Op::Sum) {
+    if (is_nary(op)) {
         const NodeId* c = pool_.data() + a_[id];
-        double total = 0.0;
-        for (std::uint32_t i = 0; i < b_[id]; ++i) total += value_[c[i]];
-        value_[id] = total;
-        return Status::Ok;
-    }
-    if (op == Op::Dot) {
-        const NodeId* w = pool_.data() + a_[id];
-        const std::uint32_t n = b_[id] / 2;
-        double total = 0.0;
-        for (std::uint32_t i = 0; i < n; ++i) total += value_[w[i]] * value_[w[n + i]];
-        value_[id] = total;
+        const auto x = [&](std::uint32_t i) { return value_[c[i]]; };
+        if (op == Op::Sum) {
+            value_[id] = rules::Sum::forward(b_[id], x);
+        } else if (op == Op::LogSumExp) {
+            value_[id] = rules::LogSumExp::forward(b_[id], x);
+        } else {
+            const std::uint32_t n = b_[id] / 2;
+            value_[id] = rules::Dot::forward(n, x, [&](std::uint32_t i) { return value_[c[n + i]]; });
+        }
         return Status::Ok;
     }
     return visit_elementary(op, [&](auto rule) {
@@ -390,7 +499,7 @@ ArenaStats Arena::stats() const {
     s.sweeps_ordered = sweeps_ordered_;
     s.sweeps_dfs = sweeps_dfs_;
     s.bytes = heap_bytes(value_) + heap_bytes(grad_) + heap_bytes(op_) + heap_bytes(a_) + heap_bytes(b_) +
-              heap_bytes(low_) + heap_bytes(refs_) + heap_bytes(free_bits_) + heap_bytes(pool_) +
+              heap_bytes(low_) + heap_bytes(refs_) + heap_bytes(run_) + heap_bytes(free_bits_) + heap_bytes(pool_) +
               heap_bytes(visit_mark_) + heap_bytes(dfs_stack_) + heap_bytes(order_) + heap_bytes(release_stack_);
     return s;
 }

@@ -10,11 +10,19 @@
 // millions of nodes needs no recursion. Because an owner always holds a reference, a live handle
 // never sees its slot reused, and the graph below a live node never changes.
 //
-// Topological order for free: children are always created before their parents, and freed slots
-// are handed out lowest id first, so in the usual case every node's non-leaf children have
-// smaller ids. low_[n] records that (the smallest id in n's non-leaf subgraph, or kUnordered
-// when a reused slot broke the property), and backward is then one descending sweep over
-// [low_[root], root] with no graph search. Otherwise it falls back to an iterative DFS.
+// One summation order, whatever the arena's history: backward visits the non-leaf nodes in
+// reverse creation order, and each node adds into its children in child order, so every grad is
+// a sum in an order fixed by the program that built the graph (the reference engine sums in the
+// same order, so the two agree bit for bit). Ids are not creation order once freed slots are
+// reused, so the arena tracks allocation runs: a run is a stretch of non-leaf allocations with
+// increasing ids, and (run, id) orders live nodes by creation. When every non-leaf node below a
+// root lies in one run (the usual case: a graph is built in one go), descending ids are reverse
+// creation order and backward is one descending sweep over [low_[root], root] with no graph
+// search; low_[n] is the smallest id of n's non-leaf subgraph, or kUnordered when the subgraph
+// spans runs. Otherwise backward collects the subgraph and sorts it by (run, id).
+//
+// Memory is given back: when the live nodes fall far below the slots held (after a large graph
+// is freed), the arrays are cut down to the highest live slot.
 //
 // Nothing here knows about Python: errors are Status codes, and handles are plain NodeIds.
 #pragma once
@@ -48,7 +56,9 @@ class Arena {
     NodeId leaf(double value);
     // An elementary op (see ops.hpp). b is ignored for unary ops. On error nothing is created.
     Status apply(Op op, NodeId a, NodeId b, NodeId* out);
-    NodeId sum(const NodeId* ids, std::size_t n);
+    // An n-ary op over ids (Op::Sum or Op::LogSumExp).
+    NodeId nary(Op op, const NodeId* ids, std::size_t n);
+    NodeId sum(const NodeId* ids, std::size_t n) { return nary(Op::Sum, ids, n); }
     // ws and xs have n entries each.
     NodeId dot(const NodeId* ws, const NodeId* xs, std::size_t n);
 
@@ -66,8 +76,10 @@ class Arena {
     // The constant exponent of a PowConst node.
     double exponent(NodeId id) const { return value_[b_[id]]; }
     std::uint32_t refcount(NodeId id) const { return refs_[id]; }
-    // True when ids below root are already a topological order of its graph (see above).
+    // True when ids below root are reverse creation order of its graph (see above).
     bool id_ordered(NodeId root) const { return low_[root] != kUnordered; }
+    // Slots held (live and free): handle tables indexed by NodeId need no more entries.
+    std::size_t slots() const { return value_.size(); }
 
     // The differentiable children, in order; for dot: w_0..w_{n-1}, x_0..x_{n-1}.
     std::uint32_t num_children(NodeId id) const {
@@ -90,8 +102,8 @@ class Arena {
     void backward(NodeId root);
     // One step of the chain rule at one node: adds grad(id) * partial into each child's grad.
     void backward_step(NodeId id);
-    // The non-leaf nodes reachable from root, each before its children (root first), in exactly
-    // the order backward() visits them, so a kept order replays bit for bit.
+    // The non-leaf nodes reachable from root in reverse creation order (root first), which is
+    // exactly the order backward() visits them, so a kept order replays bit for bit.
     void topological_order(NodeId root, std::vector<NodeId>& order);
 
     // --- replay (see tape.hpp): the same rules, along an order computed once ---
@@ -102,6 +114,10 @@ class Arena {
 
     ArenaStats stats() const;
 
+    // Test hook: the next allocation run gets this number, so tests can reach the renumbering
+    // that keeps run numbers from wrapping around.
+    void set_next_run_for_testing(std::uint32_t run) { run_counter_ = run; }
+
   private:
     static constexpr NodeId kUnordered = 0xFFFFFFFFu;
 
@@ -110,12 +126,15 @@ class Arena {
     NodeId take_free_slot();
     void free_slot(NodeId id, std::vector<NodeId>& pending);
     std::uint32_t allocate_pool(std::size_t n);
-    void compact_pool();
+    void compact_pool(bool shrink);
+    void start_run_if_needed(NodeId id);
+    void renumber_runs();
+    void maybe_shrink() noexcept;
     // Folds child c into a new node's order bound (see low_).
     NodeId order_bound(NodeId id, NodeId bound, NodeId c) const;
     std::uint32_t next_epoch();
     void sweep_ordered(NodeId root, std::vector<NodeId>* visited);
-    void sweep_dfs(NodeId root);
+    void sorted_order(NodeId root, std::vector<NodeId>& order);
     template <class AddGrad>
     void propagate(NodeId id, AddGrad&& add_grad);
 
@@ -127,6 +146,7 @@ class Arena {
     std::vector<NodeId> b_;    // second child; for n-ary ops the number of pool entries
     std::vector<NodeId> low_;  // smallest id of the node's non-leaf subgraph, or kUnordered
     std::vector<std::uint32_t> refs_;
+    std::vector<std::uint32_t> run_;  // allocation run of a non-leaf node (see above)
     std::size_t reserved_ = 0;  // slots every array (and the bitmap) has room for
 
     // Free slots as a bitmap, so the lowest free id is always handed out first (that keeps new
@@ -134,6 +154,10 @@ class Arena {
     std::vector<std::uint64_t> free_bits_;
     std::size_t free_cursor_ = 0;
     std::size_t free_count_ = 0;
+
+    std::uint32_t run_counter_ = 0;  // the current allocation run
+    NodeId last_nonleaf_ = 0;        // id of the latest non-leaf allocation
+    bool any_nonleaf_ = false;
 
     std::vector<NodeId> pool_;      // children of n-ary nodes
     std::size_t pool_garbage_ = 0;  // pool entries of freed n-ary nodes, reclaimed by compaction

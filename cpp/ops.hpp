@@ -30,17 +30,25 @@ struct Eval {
     Status status;
 };
 
-// Local derivatives of an op's output with respect to its (at most two) inputs.
-struct Partials {
-    double da;
-    double db;
+// What one op adds to its inputs' grads, given the grad g of its output (a vector-Jacobian
+// product). Rules return contributions rather than bare partials so that each can use the
+// numerically right form: g / b where multiplying by 1/b would overflow for subnormal b.
+struct Grads {
+    double a;
+    double b;
 };
 
 namespace rules {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+constexpr double kInf = std::numeric_limits<double>::infinity();
 
 inline Eval ok(double v) { return {v, Status::Ok}; }
+
+// g times a local derivative p. A term whose local derivative is exactly zero contributes
+// nothing, even when g is infinite or NaN: 0 * inf would otherwise poison the sum with NaN
+// (torch and the reference engine agree). "Nothing" is +0.0, which leaves any sum unchanged.
+inline double scale(double g, double p) { return p == 0.0 ? 0.0 : g * p; }
 
 inline bool is_integral(double x) { return std::isfinite(x) && std::floor(x) == x; }
 
@@ -61,25 +69,36 @@ inline Eval python_pow(double a, double b) {
 // d/da of a ** b. PyTorch's convention: exactly 0 when the exponent is 0 (avoids 0 * inf).
 inline double pow_base_partial(double a, double b) { return b == 0.0 ? 0.0 : b * std::pow(a, b - 1.0); }
 
+// d/db of a ** b = out * log(a). PyTorch's convention at a == 0 (reachable only with b >= 0): 0.
+// A negative base gives NaN (log of a negative number), as in PyTorch.
+inline double pow_exponent_partial(double a, double out) { return a == 0.0 ? 0.0 : out * std::log(a); }
+
+// The logistic function, in two branches so exp never overflows: large |a| saturates to 0 or 1.
+inline double sigmoid(double a) {
+    if (a >= 0.0) return 1.0 / (1.0 + std::exp(-a));
+    const double e = std::exp(a);
+    return e / (1.0 + e);
+}
+
 struct Add {
     static constexpr const char* name = "+";
     static constexpr int arity = 2;
     static Eval forward(double a, double b) { return ok(a + b); }
-    static Partials partials(double, double, double) { return {1.0, 1.0}; }
+    static Grads vjp(double g, double, double, double) { return {g, g}; }
 };
 
 struct Sub {
     static constexpr const char* name = "-";
     static constexpr int arity = 2;
     static Eval forward(double a, double b) { return ok(a - b); }
-    static Partials partials(double, double, double) { return {1.0, -1.0}; }
+    static Grads vjp(double g, double, double, double) { return {g, -g}; }
 };
 
 struct Mul {
     static constexpr const char* name = "*";
     static constexpr int arity = 2;
     static Eval forward(double a, double b) { return ok(a * b); }
-    static Partials partials(double a, double b, double) { return {b, a}; }
+    static Grads vjp(double g, double a, double b, double) { return {scale(g, b), scale(g, a)}; }
 };
 
 struct Div {
@@ -89,8 +108,9 @@ struct Div {
         if (b == 0.0) return {0.0, Status::ZeroDivision};
         return ok(a / b);
     }
-    // -a/b^2 as -(a/b)/b, as PyTorch does: b*b underflows to zero for |b| < 1e-162.
-    static Partials partials(double, double b, double out) { return {1.0 / b, -(out / b)}; }
+    // g / b, not g * (1/b), which overflows for subnormal b; -a/b^2 as -(a/b)/b, as PyTorch does
+    // (b*b underflows to zero for |b| < 1e-162).
+    static Grads vjp(double g, double, double b, double out) { return {g / b, scale(g, -(out / b))}; }
 };
 
 // a ** b with a Value exponent: gradients flow to both.
@@ -98,9 +118,8 @@ struct Pow {
     static constexpr const char* name = "**";
     static constexpr int arity = 2;
     static Eval forward(double a, double b) { return python_pow(a, b); }
-    static Partials partials(double a, double b, double out) {
-        const double db = a > 0.0 ? out * std::log(a) : (a == 0.0 ? 0.0 : kNaN);
-        return {pow_base_partial(a, b), db};
+    static Grads vjp(double g, double a, double b, double out) {
+        return {scale(g, pow_base_partial(a, b)), scale(g, pow_exponent_partial(a, out))};
     }
 };
 
@@ -110,14 +129,14 @@ struct PowConst {
     static constexpr const char* name = "**";  // the binding appends the exponent: "**2"
     static constexpr int arity = 2;
     static Eval forward(double a, double k) { return python_pow(a, k); }
-    static Partials partials(double a, double k, double) { return {pow_base_partial(a, k), 0.0}; }
+    static Grads vjp(double g, double a, double k, double) { return {scale(g, pow_base_partial(a, k)), 0.0}; }
 };
 
 struct Neg {
     static constexpr const char* name = "neg";
     static constexpr int arity = 1;
     static Eval forward(double a, double) { return ok(-a); }
-    static Partials partials(double, double, double) { return {-1.0, 0.0}; }
+    static Grads vjp(double g, double, double, double) { return {-g, 0.0}; }
 };
 
 struct Exp {
@@ -128,7 +147,7 @@ struct Exp {
         if (std::isinf(r) && std::isfinite(a)) return {r, Status::Overflow};
         return ok(r);
     }
-    static Partials partials(double, double, double out) { return {out, 0.0}; }
+    static Grads vjp(double g, double, double, double out) { return {scale(g, out), 0.0}; }
 };
 
 struct Log {
@@ -138,7 +157,7 @@ struct Log {
         if (a <= 0.0) return {0.0, Status::Domain};  // false for nan: nan propagates
         return ok(std::log(a));
     }
-    static Partials partials(double a, double, double) { return {1.0 / a, 0.0}; }
+    static Grads vjp(double g, double a, double, double) { return {g / a, 0.0}; }  // g / a: see Div
 };
 
 struct Sqrt {
@@ -148,33 +167,42 @@ struct Sqrt {
         if (a < 0.0) return {0.0, Status::Domain};
         return ok(std::sqrt(a));
     }
-    static Partials partials(double, double, double out) { return {0.5 / out, 0.0}; }
+    // PyTorch's g / (2 * out); the local derivative is exactly zero only at out = inf.
+    static Grads vjp(double g, double, double, double out) { return {out == kInf ? 0.0 : g / (2.0 * out), 0.0}; }
 };
 
 struct Tanh {
     static constexpr const char* name = "tanh";
     static constexpr int arity = 1;
     static Eval forward(double a, double) { return ok(std::tanh(a)); }
-    static Partials partials(double, double, double out) { return {1.0 - out * out, 0.0}; }
+    static Grads vjp(double g, double, double, double out) { return {scale(g, 1.0 - out * out), 0.0}; }
 };
 
 struct Sigmoid {
     static constexpr const char* name = "sigmoid";
     static constexpr int arity = 1;
-    // Two branches so exp never overflows: large |a| saturates to 0 or 1 instead of inf/inf.
+    static Eval forward(double a, double) { return ok(sigmoid(a)); }
+    static Grads vjp(double g, double, double, double out) { return {scale(g, out * (1.0 - out)), 0.0}; }
+};
+
+// log(1 + exp(a)), never overflowing: for a > 0 it is a + log1p(exp(-a)). The branch is inside
+// the op, so a recorded Tape re-decides it for every replayed input.
+struct Softplus {
+    static constexpr const char* name = "softplus";
+    static constexpr int arity = 1;
     static Eval forward(double a, double) {
-        if (a >= 0.0) return ok(1.0 / (1.0 + std::exp(-a)));
-        const double e = std::exp(a);
-        return ok(e / (1.0 + e));
+        if (a > 0.0) return ok(a + std::log1p(std::exp(-a)));
+        return ok(std::log1p(std::exp(a)));  // nan falls through here and propagates
     }
-    static Partials partials(double, double, double out) { return {out * (1.0 - out), 0.0}; }
+    static Grads vjp(double g, double a, double, double) { return {scale(g, sigmoid(a)), 0.0}; }
 };
 
 struct Relu {
     static constexpr const char* name = "ReLU";  // micrograd's spelling, shown in graph pictures
     static constexpr int arity = 1;
+    // PyTorch's relu: relu(-0.0) is -0.0 and NaN propagates.
     static Eval forward(double a, double) { return ok(a < 0.0 ? 0.0 : a); }
-    static Partials partials(double a, double, double) { return {a > 0.0 ? 1.0 : 0.0, 0.0}; }
+    static Grads vjp(double g, double a, double, double) { return {a > 0.0 ? g : 0.0, 0.0}; }
 };
 
 struct Sin {
@@ -184,7 +212,7 @@ struct Sin {
         if (std::isinf(a)) return {0.0, Status::Domain};
         return ok(std::sin(a));
     }
-    static Partials partials(double a, double, double) { return {std::cos(a), 0.0}; }
+    static Grads vjp(double g, double a, double, double) { return {scale(g, std::cos(a)), 0.0}; }
 };
 
 struct Cos {
@@ -194,16 +222,61 @@ struct Cos {
         if (std::isinf(a)) return {0.0, Status::Domain};
         return ok(std::cos(a));
     }
-    static Partials partials(double a, double, double) { return {-std::sin(a), 0.0}; }
+    static Grads vjp(double g, double a, double, double) { return {scale(g, -std::sin(a)), 0.0}; }
 };
 
 struct Abs {
     static constexpr const char* name = "abs";
     static constexpr int arity = 1;
     static Eval forward(double a, double) { return ok(std::fabs(a)); }
-    static Partials partials(double a, double, double) {
-        return {a > 0.0 ? 1.0 : (a < 0.0 ? -1.0 : (a == 0.0 ? 0.0 : kNaN)), 0.0};
+    // PyTorch's sign(a): 0 at a == 0, NaN at NaN.
+    static Grads vjp(double g, double a, double, double) {
+        return {scale(g, a > 0.0 ? 1.0 : (a < 0.0 ? -1.0 : (a == 0.0 ? 0.0 : kNaN))), 0.0};
     }
+};
+
+// --- n-ary rules: x(i) reads input i, so the arena (through its child pool) and batched replay
+// (through rows) share one definition. Summation is always in input order, from 0.0. ---
+
+struct Sum {
+    template <class X>
+    static double forward(std::uint32_t n, X x) {
+        double total = 0.0;
+        for (std::uint32_t i = 0; i < n; ++i) total += x(i);
+        return total;
+    }
+};
+
+// sum_i w_i * x_i; inputs are w_0..w_{n-1}, x_0..x_{n-1}. Grads go to w_0, x_0, w_1, x_1, ...
+struct Dot {
+    template <class W, class X>
+    static double forward(std::uint32_t n, W w, X x) {
+        double total = 0.0;
+        for (std::uint32_t i = 0; i < n; ++i) total += w(i) * x(i);
+        return total;
+    }
+};
+
+// log(sum_i exp(x_i)), shifted by the largest input so no exp overflows; its local derivatives
+// are the softmax exp(x_i - out). Like Softplus, the shift is decided inside the op at every
+// evaluation. Any NaN input gives NaN; all inputs -inf (or none) give -inf; any +inf gives +inf.
+struct LogSumExp {
+    template <class X>
+    static double forward(std::uint32_t n, X x) {
+        double m = -kInf;
+        bool nan = false;
+        for (std::uint32_t i = 0; i < n; ++i) {
+            const double v = x(i);
+            nan |= std::isnan(v);
+            if (v > m) m = v;
+        }
+        if (nan) return kNaN;
+        if (std::isinf(m)) return m;
+        double s = 0.0;
+        for (std::uint32_t i = 0; i < n; ++i) s += std::exp(x(i) - m);
+        return m + std::log(s);
+    }
+    static double vjp(double g, double xi, double out) { return scale(g, std::exp(xi - out)); }
 };
 
 }  // namespace rules
@@ -223,6 +296,7 @@ struct Abs {
     X(Sqrt, rules::Sqrt, sqrt)      \
     X(Tanh, rules::Tanh, tanh)      \
     X(Sigmoid, rules::Sigmoid, sigmoid) \
+    X(Softplus, rules::Softplus, softplus) \
     X(Relu, rules::Relu, relu)      \
     X(Sin, rules::Sin, sin)         \
     X(Cos, rules::Cos, cos)         \
@@ -236,9 +310,10 @@ enum class Op : std::uint8_t {
     // n-ary ops: their children live in the arena's child pool, not in the two child fields.
     Sum,  // sum_i a_i
     Dot,  // sum_i w_i * x_i, children stored as [w_0..w_{n-1}, x_0..x_{n-1}]
+    LogSumExp,  // log(sum_i exp(a_i))
 };
 
-inline bool is_nary(Op op) { return op == Op::Sum || op == Op::Dot; }
+inline bool is_nary(Op op) { return op == Op::Sum || op == Op::Dot || op == Op::LogSumExp; }
 
 // How many of a rule's inputs are children that receive gradient: all of them, except
 // PowConst's constant exponent, which is an implementation detail hidden from _prev.
@@ -279,6 +354,8 @@ inline const char* op_name(Op op) {
             return "sum";
         case Op::Dot:
             return "dot";
+        case Op::LogSumExp:
+            return "logsumexp";
         default:
             return visit_elementary(op, [](auto rule) { return decltype(rule)::name; });
     }

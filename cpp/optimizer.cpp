@@ -54,7 +54,7 @@ void ParamGroup::adam_step(double lr, double beta1, double beta2, double eps, do
     const double bias_correction1 = 1.0 - std::pow(beta1, step);
     const double bias_correction2 = 1.0 - std::pow(beta2, step);
     const double step_size = lr / bias_correction1;
-    const double bias_correction2_sqrt = std::sqrt(bias_correction2);
+    const double bias_correction2_sqrt = std::pow(bias_correction2, 0.5);  // torch: bias_correction2 ** 0.5
     const double weight = 1.0 - beta1;
     for (std::size_t i = 0; i < params_.size(); ++i) {
         const NodeId p = params_[i];

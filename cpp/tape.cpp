@@ -92,14 +92,16 @@ template <class Rule, bool AS, bool BS>
 void backward_rows(const double* out, const double* go, In<AS> a, In<BS> b, GradOut<AS> ga, GradOut<BS> gb,
                    std::size_t n) {
     for (std::size_t s = 0; s < n; ++s) {
-        const Partials p = Rule::partials(a[s], b[s], out[s]);
-        ga.add(s, go[s] * p.da);
-        if constexpr (differentiable_inputs<Rule>() == 2) gb.add(s, go[s] * p.db);
+        const Grads d = Rule::vjp(go[s], a[s], b[s], out[s]);
+        ga.add(s, d.a);
+        if constexpr (differentiable_inputs<Rule>() == 2) gb.add(s, d.b);
     }
     ga.finish(n);
     if constexpr (differentiable_inputs<Rule>() == 2) gb.finish(n);
 }
 
+// One term of rules::Dot for every sample, in the rule's order: the row starts at 0.0 and adds
+// w_i * x_i for i = 0, 1, ... as the arena's evaluation does.
 template <bool WS, bool XS>
 void dot_forward(double* out, In<WS> w, In<XS> x, std::size_t n) {
     for (std::size_t s = 0; s < n; ++s) out[s] += w[s] * x[s];
@@ -108,8 +110,8 @@ void dot_forward(double* out, In<WS> w, In<XS> x, std::size_t n) {
 template <bool WS, bool XS>
 void dot_backward(const double* go, In<WS> w, In<XS> x, GradOut<WS> gw, GradOut<XS> gx, std::size_t n) {
     for (std::size_t s = 0; s < n; ++s) {
-        gw.add(s, go[s] * x[s]);
-        gx.add(s, go[s] * w[s]);
+        gw.add(s, rules::scale(go[s], x[s]));
+        gx.add(s, rules::scale(go[s], w[s]));
     }
     gw.finish(n);
     gx.finish(n);
@@ -248,6 +250,15 @@ bool Tape::forward_batch(const double* x, std::size_t batch, double* out, Replay
             }
             continue;
         }
+        if (ins.op == Op::LogSumExp) {
+            const std::uint32_t* c = operands_.data() + ins.a;
+            for (std::size_t s = 0; s < batch; ++s) {
+                o[s] = rules::LogSumExp::forward(ins.b, [&](std::uint32_t k) {
+                    return (c[k] & kShared) != 0 ? *value_of(c[k]) : value_of(c[k])[s];
+                });
+            }
+            continue;
+        }
         if (ins.op == Op::Dot) {
             std::fill_n(o, batch, 0.0);
             const std::uint32_t* c = operands_.data() + ins.a;
@@ -312,6 +323,22 @@ void Tape::backward_batch(const double* seed, double* input_grads) {
                 } else {
                     double* g = grad_of(c[k]);
                     for (std::size_t s = 0; s < batch; ++s) g[s] += go[s];
+                }
+            }
+            continue;
+        }
+        if (ins.op == Op::LogSumExp) {
+            const std::uint32_t* c = operands_.data() + ins.a;
+            const double* o = row(values_, ins.out);
+            for (std::uint32_t k = 0; k < ins.b; ++k) {
+                const bool shared = (c[k] & kShared) != 0;
+                const double* x = value_of(c[k]);
+                if (shared) {
+                    for (std::size_t s = 0; s < batch; ++s) scratch_a[s] = rules::LogSumExp::vjp(go[s], x[0], o[s]);
+                    *grad_of(c[k]) += batch_sum(scratch_a, batch);
+                } else {
+                    double* g = grad_of(c[k]);
+                    for (std::size_t s = 0; s < batch; ++s) g[s] += rules::LogSumExp::vjp(go[s], x[s], o[s]);
                 }
             }
             continue;

@@ -262,20 +262,30 @@ void release_all(const std::vector<NodeId>& ids) {
     for (const NodeId id : ids) arena().release(id);
 }
 
-PyObject* sum_function(PyObject* /*module*/, PyObject* values) {
-    PyObject* seq = as_tuple(values, "sum() expects an iterable of Values and numbers");
+// One n-ary node (sum or logsumexp) over an iterable of Values and numbers.
+PyObject* nary_function(Op op, PyObject* values, const char* message, const char* what) {
+    PyObject* seq = as_tuple(values, message);
     if (seq == nullptr) return nullptr;
     std::vector<NodeId> ids;
     std::vector<NodeId> temporaries;
     PyObject* result = nullptr;
     try {
-        if (collect(seq, "sum()", ids, temporaries)) result = wrap_new(arena().sum(ids.data(), ids.size()));
+        if (collect(seq, what, ids, temporaries)) result = wrap_new(arena().nary(op, ids.data(), ids.size()));
     } catch (const std::exception& e) {
         set_memory_error(e);
     }
     release_all(temporaries);
     Py_DECREF(seq);
     return result;
+}
+
+PyObject* sum_function(PyObject* /*module*/, PyObject* values) {
+    return nary_function(Op::Sum, values, "sum() expects an iterable of Values and numbers", "sum()");
+}
+
+PyObject* logsumexp_function(PyObject* /*module*/, PyObject* values) {
+    return nary_function(Op::LogSumExp, values, "logsumexp() expects an iterable of Values and numbers",
+                         "logsumexp()");
 }
 
 PyObject* dot_function(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
@@ -369,9 +379,15 @@ void value_dealloc(PyObject* self) {
     PyValue* v = as_value(self);
     // Unregister first: a weakref callback may reach this node through a parent's _prev, and must
     // then get a new handle (with its own reference), never this dying object.
-    handles()[v->id] = nullptr;
+    auto& table = handles();
+    table[v->id] = nullptr;
     if (v->weakrefs != nullptr) PyObject_ClearWeakRefs(self);
     arena().release(v->id);
+    // The arena gives memory back after a large graph is freed; the table follows it down.
+    if (table.size() > arena().slots()) {
+        table.resize(arena().slots());
+        table.shrink_to_fit();
+    }
     PyObject_Free(self);
 }
 
@@ -535,6 +551,8 @@ PyNumberMethods number_methods = [] {
 
 PyMethodDef module_functions[] = {
     {"sum", sum_function, METH_O, "sum(values) -> Value: one node summing an iterable of Values and numbers."},
+    {"logsumexp", logsumexp_function, METH_O,
+     "logsumexp(values) -> Value: one node for log(sum(exp(v))), stable for any inputs."},
     {"dot", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(dot_function)), METH_FASTCALL,
      "dot(ws, xs) -> Value: one node for sum(w_i * x_i)."},
     {nullptr, nullptr, 0, nullptr},

@@ -77,11 +77,75 @@ void test_deep_chain_frees_iteratively_and_slots_are_reused() {
     }
     arena.backward(x);
     CHECK(std::fabs(arena.grad(start) - std::pow(1.0000001, 2'000'000)) < 1e-6);
-    const auto capacity = arena.stats().capacity;
+    const auto bytes = arena.stats().bytes;
     arena.release(x);
     CHECK(arena.stats().live == 2);  // start and k, still owned by this test
+    // The freed chain's memory is given back: the arrays shrink to the live slots.
+    CHECK(arena.stats().capacity <= 64);
+    CHECK(arena.stats().bytes < bytes / 100);
+    const auto capacity = arena.stats().capacity;
     for (int i = 0; i < 1000; ++i) arena.release(apply(arena, Op::Neg, k));
-    CHECK(arena.stats().capacity == capacity);
+    CHECK(arena.stats().capacity <= capacity + 1);  // freed slots are reused
+}
+
+// (a * b) + (a * c) + ... built as one expression: the leaf grads must not depend on which
+// slots earlier work left free, so build it on a fresh arena and after scattered frees.
+std::vector<double> build_and_differentiate(Arena& arena, const std::vector<NodeId>& junk_to_free) {
+    const NodeId a = arena.leaf(0.1), b = arena.leaf(0.7), c = arena.leaf(-0.3);
+    const NodeId ab = apply(arena, Op::Mul, a, b);
+    for (std::size_t i = 0; i < junk_to_free.size(); i += 2) arena.release(junk_to_free[i]);  // holes below
+    const NodeId ac = apply(arena, Op::Mul, a, c);
+    const NodeId t = apply(arena, Op::Tanh, ab);
+    const NodeId s1 = apply(arena, Op::Add, t, ac);
+    const NodeId s2 = apply(arena, Op::Mul, s1, ab);
+    const NodeId root = apply(arena, Op::Add, s2, apply(arena, Op::Mul, ac, a));
+    arena.backward(root);
+    std::vector<double> grads = {arena.grad(a), arena.grad(b), arena.grad(c), arena.value(root)};
+    return grads;
+}
+
+void test_summation_order_ignores_arena_history() {
+    Arena fresh;
+    const std::vector<double> expected = build_and_differentiate(fresh, {});
+    for (int holes : {1, 3, 8, 64}) {
+        Arena arena;
+        std::vector<NodeId> junk;
+        const NodeId one = arena.leaf(1.0);
+        for (int i = 0; i < holes; ++i) junk.push_back(apply(arena, Op::Neg, one));
+        const std::vector<double> got = build_and_differentiate(arena, junk);
+        CHECK(got == expected);
+        CHECK(arena.stats().sweeps_dfs == 1);  // the holes split the graph across runs
+    }
+}
+
+// Run numbers are renumbered before they wrap; graphs spanning runs still sum in creation order.
+void test_run_numbers_renumber_before_wrapping() {
+    Arena fresh;
+    const std::vector<double> expected = build_and_differentiate(fresh, {});
+    Arena arena;
+    arena.set_next_run_for_testing(0xFFFFFFFFu - 3);
+    const NodeId one = arena.leaf(1.0);
+    for (int round = 0; round < 12; ++round) {
+        std::vector<NodeId> junk;
+        for (int i = 0; i < 6; ++i) junk.push_back(apply(arena, Op::Neg, one));
+        CHECK(build_and_differentiate(arena, junk) == expected);
+        for (std::size_t i = 1; i < junk.size(); i += 2) arena.release(junk[i]);
+    }
+}
+
+void test_logsumexp_is_stable_and_replays() {
+    Arena arena;
+    const NodeId big = arena.leaf(800.0), small = arena.leaf(-5.0);
+    const NodeId ids[] = {big, small};
+    const NodeId lse = arena.nary(Op::LogSumExp, ids, 2);
+    CHECK(std::isfinite(arena.value(lse)) && std::fabs(arena.value(lse) - 800.0) < 1e-12);
+    arena.backward(lse);
+    CHECK(arena.grad(big) == 1.0 && arena.grad(small) >= 0.0 && arena.grad(small) < 1e-300);
+    const NodeId inf = arena.leaf(INFINITY), nan = arena.leaf(NAN);
+    const NodeId with_inf[] = {inf, small};
+    const NodeId with_nan[] = {inf, nan};
+    CHECK(arena.value(arena.nary(Op::LogSumExp, with_inf, 2)) == INFINITY);
+    CHECK(std::isnan(arena.value(arena.nary(Op::LogSumExp, with_nan, 2))));
 }
 
 void test_pool_stays_bounded() {
@@ -151,6 +215,9 @@ int main() {
     test_errors_create_nothing();
     test_deep_chain_frees_iteratively_and_slots_are_reused();
     test_pool_stays_bounded();
+    test_summation_order_ignores_arena_history();
+    test_run_numbers_renumber_before_wrapping();
+    test_logsumexp_is_stable_and_replays();
     test_tape_replays_scalar_and_batched();
     test_param_group_sgd();
     if (failures != 0) {

@@ -6,7 +6,6 @@ accepts Values). Each function returns one Value to call ``backward()`` on.
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Iterable, Sequence
 from types import ModuleType
@@ -90,19 +89,24 @@ def hinge_loss(scores: Sequence[AnyValue], labels: Sequence[int]) -> AnyValue:
 
 
 def _bce_term(z: AnyValue, t: float) -> AnyValue:
-    """softplus(z) - t*z, split at 0 so that exp only ever sees -|z| and a hard label adds no z - z."""
-    if z.data >= 0:
-        tail = ((-z).exp() + 1.0).log()  # softplus(z) - z = log(1 + exp(-z))
-        return tail if t == 1.0 else tail + (1.0 - t) * z
-    tail = (z.exp() + 1.0).log()  # softplus(z)
-    return tail if t == 0.0 else tail - t * z
+    """-t*log(sigmoid(z)) - (1-t)*log(1 - sigmoid(z)) as t*softplus(-z) + (1-t)*softplus(z).
+
+    Both terms are non-negative, so nothing cancels, and softplus decides its own overflow-free branch inside
+    the op: a recorded Tape re-decides it for every input. Hard labels keep only the term they need.
+    """
+    if t == 1.0:
+        return (-z).softplus()
+    if t == 0.0:
+        return z.softplus()
+    return t * (-z).softplus() + (1.0 - t) * z.softplus()
 
 
 def bce_with_logits(logits: Sequence[AnyValue], targets: Sequence[float]) -> AnyValue:
     """Binary cross-entropy of ``sigmoid(logit)`` against targets in [0, 1], computed from the logits.
 
-    Uses ``softplus(z) - t*z``, which equals ``-t*log(sigmoid(z)) - (1-t)*log(1-sigmoid(z))`` and stays finite
-    and exact for any finite logit (the gradient ``sigmoid(z) - t`` too).
+    Uses ``t*softplus(-z) + (1-t)*softplus(z)``, which equals ``-t*log(sigmoid(z)) - (1-t)*log(1-sigmoid(z))``
+    and stays finite and accurate for any finite logit (the gradient ``sigmoid(z) - t`` too). The graph holds
+    no branch taken in Python on a logit's value, so a recorded ``Tape`` replays it exactly at any logits.
     """
     preds, targs, engine = _batch(logits, targets, "bce_with_logits")
     terms = []
@@ -120,8 +124,8 @@ def bce_with_logits(logits: Sequence[AnyValue], targets: Sequence[float]) -> Any
 def cross_entropy(logits: Sequence[Sequence[AnyValue]], targets: Sequence[int]) -> AnyValue:
     """Multi-class cross-entropy: mean of ``logsumexp(z) - z[target]`` over samples of class logits ``z``.
 
-    The log-sum-exp subtracts the sample's largest logit (a constant taken from ``.data``, which leaves the
-    value and the gradient unchanged), so no ``exp`` overflows however large the logits are.
+    ``logsumexp`` is one native node that shifts by the sample's largest logit inside the op, so no ``exp``
+    overflows however large the logits are, and a recorded ``Tape`` re-decides the shift at every replay.
     """
     samples, targs = _batch_of_rows(logits, targets)
     engine = _engine(samples[0][0], "cross_entropy")
@@ -133,15 +137,11 @@ def cross_entropy(logits: Sequence[Sequence[AnyValue]], targets: Sequence[int]) 
             raise TypeError(
                 f"cross_entropy: target {i} must be a class index (int), got {type(target).__name__}"
             )
-        if not 0 <= target < len(row):
+        if not 0 <= int(target) < len(row):
             raise ValueError(
                 f"cross_entropy: target {i} is {target}, outside the {len(row)} classes [0, {len(row)})"
             )
-        shift = max(z.data for z in row)
-        if not math.isfinite(shift):
-            shift = 0.0  # +-inf or nan logits: let the result be inf/nan rather than inf - inf
-        lse = engine.sum([(z - shift).exp() for z in row]).log() + shift
-        terms.append(lse - row[int(target)])
+        terms.append(engine.logsumexp(row) - row[int(target)])
     return engine.sum(terms) / len(terms)
 
 

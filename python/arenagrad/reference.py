@@ -1,21 +1,32 @@
 """The pure-Python reference engine: micrograd's design, with the ops and semantics of docs/engine_api.md.
 
 Every op computes its forward value and attaches a ``_backward`` closure that pushes ``out.grad`` into its
-operands through the op's local derivative. Forward errors follow Python's float and ``math`` rules and are
-raised before any node is made. Derivative code never raises: where a derivative is infinite or undefined it
-yields IEEE ``inf`` or ``nan`` instead, whatever values ``.data`` holds at the time.
+operands. Forward errors follow Python's float and ``math`` rules and are raised before any node is made.
+Derivative code never raises: where a derivative is infinite or undefined it yields IEEE ``inf`` or ``nan``
+instead, whatever values ``.data`` holds at the time.
+
+The rules below are cpp/ops.hpp's, formula for formula and in the same operation order, and ``backward``
+sums each gradient in the native engine's order (nodes in reverse creation order, children in order), so
+the two engines give the same bits. Change a rule in one place and the cross-checks in tests/ fail until the
+other agrees.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import numbers
 from collections.abc import Iterable
 from typing import Callable, Union
 
-__all__ = ["Value", "dot", "sum"]
+__all__ = ["Value", "dot", "logsumexp", "sum"]
 
 Operand = Union["Value", float]
+# A rule's vector-Jacobian product: (g, a, b, out) -> what each differentiable input's grad gains.
+Vjp = Callable[[float, float, float, float], tuple[float, ...]]
+
+# Creation order, which fixes the order backward sums in (as the native arena's allocation runs do).
+_creation = itertools.count()
 
 
 def _no_backward() -> None:
@@ -49,12 +60,15 @@ def _format_exponent(k: float) -> str:
     return text[:-2] if text.endswith(".0") else text
 
 
+# -- C's math, for derivative code: IEEE results where Python's math module would raise -------------------
+
+
 def _is_odd_integer(x: float) -> bool:
     return math.isfinite(x) and x.is_integer() and x % 2 == 1
 
 
 def _ieee_div(a: float, b: float) -> float:
-    """a / b for derivative code, IEEE style: ±inf or nan instead of ZeroDivisionError."""
+    """a / b, IEEE style: ±inf or nan instead of ZeroDivisionError."""
     if b == 0:
         if a == 0 or math.isnan(a):
             return math.nan
@@ -63,7 +77,7 @@ def _ieee_div(a: float, b: float) -> float:
 
 
 def _ieee_pow(a: float, b: float) -> float:
-    """a ** b for derivative code, with C99 pow's results where Python would raise or go complex."""
+    """a ** b with C99 pow's results where Python would raise or go complex."""
     if a < 0 and math.isfinite(a) and math.isfinite(b) and not b.is_integer():
         return math.nan
     try:
@@ -74,12 +88,33 @@ def _ieee_pow(a: float, b: float) -> float:
         return -math.inf if a < 0 and _is_odd_integer(b) else math.inf
 
 
+def _ieee_exp(a: float) -> float:
+    try:
+        return math.exp(a)
+    except OverflowError:
+        return math.inf
+
+
+def _ieee_log(a: float) -> float:
+    if a < 0:
+        return math.nan
+    return -math.inf if a == 0 else math.log(a)
+
+
 def _ieee_sin(a: float) -> float:
     return math.sin(a) if not math.isinf(a) else math.nan
 
 
 def _ieee_cos(a: float) -> float:
     return math.cos(a) if not math.isinf(a) else math.nan
+
+
+# -- the rules: forward values and vector-Jacobian products, as in cpp/ops.hpp -----------------------------
+
+
+def _scale(g: float, p: float) -> float:
+    """g times a local derivative; an exactly zero derivative contributes nothing, even if g is inf or nan."""
+    return 0.0 if p == 0 else g * p
 
 
 def _checked_pow(a: float, b: float) -> float:
@@ -95,10 +130,119 @@ def _checked_pow(a: float, b: float) -> float:
         raise OverflowError(f"{a!r} ** {b!r}: result too large for a float") from None
 
 
+def _pow_base_partial(a: float, b: float) -> float:
+    return 0.0 if b == 0 else b * _ieee_pow(a, b - 1.0)
+
+
+def _pow_exponent_partial(a: float, out: float) -> float:
+    return 0.0 if a == 0 else out * _ieee_log(a)
+
+
+def _sigmoid(a: float) -> float:
+    # Only ever exp of a non-positive number, so neither branch can overflow.
+    if a >= 0:
+        return 1.0 / (1.0 + math.exp(-a))
+    e = math.exp(a)
+    return e / (1.0 + e)
+
+
+def _softplus(a: float) -> float:
+    if a > 0:
+        return a + math.log1p(math.exp(-a))
+    return math.log1p(math.exp(a))  # nan falls through here and propagates
+
+
+def _abs_partial(a: float) -> float:
+    return 1.0 if a > 0 else (-1.0 if a < 0 else (0.0 if a == 0 else math.nan))
+
+
+def _add_vjp(g: float, a: float, b: float, out: float) -> tuple[float, ...]:
+    return g, g
+
+
+def _sub_vjp(g: float, a: float, b: float, out: float) -> tuple[float, ...]:
+    return g, -g
+
+
+def _mul_vjp(g: float, a: float, b: float, out: float) -> tuple[float, ...]:
+    return _scale(g, b), _scale(g, a)
+
+
+def _div_vjp(g: float, a: float, b: float, out: float) -> tuple[float, ...]:
+    # g / b, not g * (1/b), which overflows for subnormal b; -a/b² as -(a/b)/b, as PyTorch does.
+    return _ieee_div(g, b), _scale(g, -_ieee_div(out, b))
+
+
+def _pow_vjp(g: float, a: float, b: float, out: float) -> tuple[float, ...]:
+    return _scale(g, _pow_base_partial(a, b)), _scale(g, _pow_exponent_partial(a, out))
+
+
+def _neg_vjp(g: float, a: float, b: float, out: float) -> tuple[float, ...]:
+    return (-g,)
+
+
+def _exp_vjp(g: float, a: float, b: float, out: float) -> tuple[float, ...]:
+    return (_scale(g, out),)
+
+
+def _log_vjp(g: float, a: float, b: float, out: float) -> tuple[float, ...]:
+    return (_ieee_div(g, a),)
+
+
+def _sqrt_vjp(g: float, a: float, b: float, out: float) -> tuple[float, ...]:
+    return (0.0 if out == math.inf else _ieee_div(g, 2.0 * out),)
+
+
+def _tanh_vjp(g: float, a: float, b: float, out: float) -> tuple[float, ...]:
+    return (_scale(g, 1.0 - out * out),)
+
+
+def _sigmoid_vjp(g: float, a: float, b: float, out: float) -> tuple[float, ...]:
+    return (_scale(g, out * (1.0 - out)),)
+
+
+def _softplus_vjp(g: float, a: float, b: float, out: float) -> tuple[float, ...]:
+    return (_scale(g, _sigmoid(a)),)
+
+
+def _relu_vjp(g: float, a: float, b: float, out: float) -> tuple[float, ...]:
+    return (g if a > 0 else 0.0,)
+
+
+def _sin_vjp(g: float, a: float, b: float, out: float) -> tuple[float, ...]:
+    return (_scale(g, _ieee_cos(a)),)
+
+
+def _cos_vjp(g: float, a: float, b: float, out: float) -> tuple[float, ...]:
+    return (_scale(g, -_ieee_sin(a)),)
+
+
+def _abs_vjp(g: float, a: float, b: float, out: float) -> tuple[float, ...]:
+    return (_scale(g, _abs_partial(a)),)
+
+
+def _logsumexp(xs: list[float]) -> float:
+    """As cpp/ops.hpp: shifted by the largest input; any nan gives nan, an infinite maximum itself."""
+    m = -math.inf
+    nan = False
+    for v in xs:
+        nan = nan or math.isnan(v)
+        if v > m:
+            m = v
+    if nan:
+        return math.nan
+    if math.isinf(m):
+        return m
+    s = 0.0
+    for v in xs:
+        s += math.exp(v - m)
+    return m + math.log(s)
+
+
 class Value:
     """A scalar node of a computation graph: its value, its gradient and how it was computed."""
 
-    __slots__ = ("_backward", "_data", "_grad", "_label", "_op", "_prev")
+    __slots__ = ("_backward", "_children", "_data", "_grad", "_label", "_op", "_prev", "_seq")
 
     # numpy scalars on the left then return NotImplemented, so Python calls our reflected op.
     __array_ufunc__ = None
@@ -110,8 +254,10 @@ class Value:
         self.grad = 0.0
         self.label = label
         self._backward: Callable[[], None] = _no_backward
+        self._children = tuple(_children)  # in order: the order gradients are pushed in
         self._prev: set[Value] = set(_children)
         self._op = _op
+        self._seq = next(_creation)
 
     @property
     def data(self) -> float:
@@ -143,7 +289,18 @@ class Value:
         label = f", label={self.label!r}" if self.label else ""
         return f"Value(data={self.data!r}, grad={self.grad!r}{label})"
 
-    # -- binary arithmetic -------------------------------------------------------------------------------
+    def __reduce__(self) -> tuple[object, ...]:
+        """pickle and copy: a leaf becomes a new leaf (data, grad, label); a graph node refuses, as in torch,
+        since copying it would mean copying its graph. The native engine's reducer is in _copying.py."""
+        if self._op:
+            raise TypeError(
+                f"only leaf Values can be copied or pickled; this one is the output of {self._op!r} in a "
+                "graph. Use Value(v.data) to copy the number, or copy the module or the leaves"
+            )
+        # grad as slot state, set through its property after construction.
+        return (type(self), (self._data, self._label), (None, {"grad": self._grad}))
+
+    # -- building nodes ----------------------------------------------------------------------------------
 
     @staticmethod
     def _lift(other: object, op: str) -> Value:
@@ -151,111 +308,76 @@ class Value:
         if isinstance(other, Value):
             return other
         if isinstance(other, numbers.Real):
-            return Value(other)
+            return Value(float(other))
         raise _operand_error(other, op)
 
-    def __add__(self, other: Operand) -> Value:
-        other = self._lift(other, "+")
-        out = Value(self.data + other.data, _children=(self, other), _op="+")
+    @staticmethod
+    def _node(data: float, op: str, children: tuple[Value, ...], vjp: Vjp, b: Value | None = None) -> Value:
+        """A node whose _backward adds vjp(out.grad, a, b, out) into its children, in order.
+
+        ``b`` is the second operand when it is read but gets no gradient (a constant exponent).
+        """
+        out = Value(data, _children=children, _op=op)
+        a = children[0]
+        second = children[1] if len(children) > 1 else b
 
         def _backward() -> None:
-            self.grad += out.grad
-            other.grad += out.grad
+            grads = vjp(out.grad, a.data, second.data if second is not None else 0.0, out.data)
+            for child, g in zip(children, grads):
+                child.grad += g
 
         out._backward = _backward
         return out
+
+    def _binary(self, other: object, op: str, forward: Callable[[float, float], float], vjp: Vjp) -> Value:
+        other = self._lift(other, op)
+        return Value._node(forward(self.data, other.data), op, (self, other), vjp)
+
+    def _unary(self, op: str, value: float, vjp: Vjp) -> Value:
+        return Value._node(value, op, (self,), vjp)
+
+    # -- binary arithmetic -------------------------------------------------------------------------------
+
+    def __add__(self, other: Operand) -> Value:
+        return self._binary(other, "+", lambda a, b: a + b, _add_vjp)
 
     def __radd__(self, other: float) -> Value:
         return self._lift(other, "+") + self
 
     def __sub__(self, other: Operand) -> Value:
-        other = self._lift(other, "-")
-        out = Value(self.data - other.data, _children=(self, other), _op="-")
-
-        def _backward() -> None:
-            self.grad += out.grad
-            other.grad -= out.grad
-
-        out._backward = _backward
-        return out
+        return self._binary(other, "-", lambda a, b: a - b, _sub_vjp)
 
     def __rsub__(self, other: float) -> Value:
         return self._lift(other, "-") - self
 
     def __mul__(self, other: Operand) -> Value:
-        other = self._lift(other, "*")
-        out = Value(self.data * other.data, _children=(self, other), _op="*")
-
-        def _backward() -> None:
-            self.grad += other.data * out.grad
-            other.grad += self.data * out.grad
-
-        out._backward = _backward
-        return out
+        return self._binary(other, "*", lambda a, b: a * b, _mul_vjp)
 
     def __rmul__(self, other: float) -> Value:
         return self._lift(other, "*") * self
 
     def __truediv__(self, other: Operand) -> Value:
-        other = self._lift(other, "/")
-        a, b = self.data, other.data
-        # Even nan / 0 raises, as Python's float division does: a zero divisor is always a bug.
-        if b == 0:
-            raise ZeroDivisionError(f"{a!r} / {b!r}: division by zero")
-        out = Value(a / b, _children=(self, other), _op="/")
-
-        def _backward() -> None:
-            # -a/b² as (a/b)/b, as PyTorch does: b*b would underflow to zero for |b| < 1e-162.
-            self.grad += _ieee_div(out.grad, other.data)
-            other.grad -= _ieee_div(_ieee_div(self.data, other.data), other.data) * out.grad
-
-        out._backward = _backward
-        return out
+        return self._binary(other, "/", _checked_div, _div_vjp)
 
     def __rtruediv__(self, other: float) -> Value:
         return self._lift(other, "/") / self
 
     def __pow__(self, other: Operand) -> Value:
         if isinstance(other, Value):
-            return self._pow_value(other)
+            return self._binary(other, "**", _checked_pow, _pow_vjp)
         if not isinstance(other, numbers.Real):
             raise _operand_error(other, "**")
         k = float(other)
-        out = Value(_checked_pow(self.data, k), _children=(self,), _op=f"**{_format_exponent(k)}")
-
-        def _backward() -> None:
-            if k != 0:
-                self.grad += k * _ieee_pow(self.data, k - 1) * out.grad
-
-        out._backward = _backward
-        return out
+        exponent = Value(k)  # read by the rule, but no gradient flows into a constant exponent
+        return Value._node(
+            _checked_pow(self.data, k), f"**{_format_exponent(k)}", (self,), _pow_vjp, exponent
+        )
 
     def __rpow__(self, other: float) -> Value:
-        return self._lift(other, "**")._pow_value(self)
-
-    def _pow_value(self, exponent: Value) -> Value:
-        out = Value(_checked_pow(self.data, exponent.data), _children=(self, exponent), _op="**")
-
-        def _backward() -> None:
-            a, b = self.data, exponent.data
-            if b != 0:
-                self.grad += b * _ieee_pow(a, b - 1) * out.grad
-            if a > 0:
-                exponent.grad += out.data * math.log(a) * out.grad
-            elif a != 0:  # log(a) is undefined for negative (or NaN) a
-                exponent.grad += math.nan
-
-        out._backward = _backward
-        return out
+        return self._lift(other, "**") ** self
 
     def __neg__(self) -> Value:
-        out = Value(-self.data, _children=(self,), _op="neg")
-
-        def _backward() -> None:
-            self.grad -= out.grad
-
-        out._backward = _backward
-        return out
+        return self._unary("neg", -self.data, _neg_vjp)
 
     def __abs__(self) -> Value:
         return self.abs()
@@ -268,146 +390,96 @@ class Value:
             result = math.exp(a)
         except OverflowError:
             raise OverflowError(f"exp({a!r}): result too large for a float") from None
-        out = Value(result, _children=(self,), _op="exp")
-
-        def _backward() -> None:
-            self.grad += out.data * out.grad
-
-        out._backward = _backward
-        return out
+        return self._unary("exp", result, _exp_vjp)
 
     def log(self) -> Value:
         a = self.data
         if a <= 0:
             raise ValueError(f"log({a!r}): logarithm of a non-positive number")
-        out = Value(math.log(a), _children=(self,), _op="log")
-
-        def _backward() -> None:
-            self.grad += _ieee_div(out.grad, self.data)
-
-        out._backward = _backward
-        return out
+        return self._unary("log", math.log(a), _log_vjp)
 
     def sqrt(self) -> Value:
         a = self.data
         if a < 0:
             raise ValueError(f"sqrt({a!r}): square root of a negative number")
-        out = Value(math.sqrt(a), _children=(self,), _op="sqrt")
-
-        def _backward() -> None:
-            self.grad += _ieee_div(0.5, out.data) * out.grad
-
-        out._backward = _backward
-        return out
+        return self._unary("sqrt", math.sqrt(a), _sqrt_vjp)
 
     def tanh(self) -> Value:
-        out = Value(math.tanh(self.data), _children=(self,), _op="tanh")
-
-        def _backward() -> None:
-            self.grad += (1 - out.data * out.data) * out.grad
-
-        out._backward = _backward
-        return out
+        return self._unary("tanh", math.tanh(self.data), _tanh_vjp)
 
     def sigmoid(self) -> Value:
-        a = self.data
-        # Only ever exp of a non-positive number, so neither branch can overflow.
-        if a >= 0:
-            result = 1 / (1 + math.exp(-a))
-        else:
-            e = math.exp(a)
-            result = e / (1 + e)
-        out = Value(result, _children=(self,), _op="sigmoid")
+        return self._unary("sigmoid", _sigmoid(self.data), _sigmoid_vjp)
 
-        def _backward() -> None:
-            self.grad += out.data * (1 - out.data) * out.grad
-
-        out._backward = _backward
-        return out
+    def softplus(self) -> Value:
+        """log(1 + exp(x)), computed without overflow for any x."""
+        return self._unary("softplus", _softplus(self.data), _softplus_vjp)
 
     def relu(self) -> Value:
         a = self.data
-        # Written so that NaN falls through to `a` and propagates.
-        out = Value(0.0 if a <= 0 else a, _children=(self,), _op="ReLU")
-
-        def _backward() -> None:
-            self.grad += (self.data > 0) * out.grad
-
-        out._backward = _backward
-        return out
+        # PyTorch's relu: relu(-0.0) is -0.0, and NaN propagates.
+        return self._unary("ReLU", 0.0 if a < 0 else a, _relu_vjp)
 
     def sin(self) -> Value:
         a = self.data
         if math.isinf(a):
             raise ValueError(f"sin({a!r}): sine of an infinite number")
-        out = Value(math.sin(a), _children=(self,), _op="sin")
-
-        def _backward() -> None:
-            self.grad += _ieee_cos(self.data) * out.grad
-
-        out._backward = _backward
-        return out
+        return self._unary("sin", math.sin(a), _sin_vjp)
 
     def cos(self) -> Value:
         a = self.data
         if math.isinf(a):
             raise ValueError(f"cos({a!r}): cosine of an infinite number")
-        out = Value(math.cos(a), _children=(self,), _op="cos")
-
-        def _backward() -> None:
-            self.grad -= _ieee_sin(self.data) * out.grad
-
-        out._backward = _backward
-        return out
+        return self._unary("cos", math.cos(a), _cos_vjp)
 
     def abs(self) -> Value:
-        out = Value(abs(self.data), _children=(self,), _op="abs")
-
-        def _backward() -> None:
-            a = self.data
-            sign = math.nan if math.isnan(a) else (a > 0) - (a < 0)
-            self.grad += sign * out.grad
-
-        out._backward = _backward
-        return out
+        return self._unary("abs", abs(self.data), _abs_vjp)
 
     # -- backpropagation ---------------------------------------------------------------------------------
 
     def backward(self) -> None:
         """Gradients of this node: fresh for non-leaf nodes, accumulated into leaves (PyTorch semantics)."""
-        # Iterative depth-first post-order, so graphs deeper than the recursion limit work.
-        topo: list[Value] = []
-        visited: set[Value] = set()
-        stack: list[tuple[Value, bool]] = [(self, False)]
+        if not self._op:
+            self.grad += 1.0
+            return
+        # Every non-leaf node below, found iteratively (graphs deeper than the recursion limit work), then
+        # visited in reverse creation order: each parent before its children, in the native engine's order.
+        nodes = [self]
+        seen = {self}
+        stack = [self]
         while stack:
-            node, children_done = stack.pop()
-            if children_done:
-                topo.append(node)
-            elif node not in visited:
-                visited.add(node)
-                stack.append((node, True))
-                stack.extend((child, False) for child in node._prev if child not in visited)
-
-        for node in topo:
-            if node._op:
-                node.grad = 0.0
-        self.grad += 1.0
-        for node in reversed(topo):
+            for child in stack.pop()._children:
+                if child._op and child not in seen:
+                    seen.add(child)
+                    nodes.append(child)
+                    stack.append(child)
+        nodes.sort(key=lambda node: node._seq, reverse=True)
+        for node in nodes:
+            node.grad = 0.0
+        self.grad = 1.0
+        for node in nodes:
             node._backward()
+
+
+def _checked_div(a: float, b: float) -> float:
+    # Even nan / 0 raises, as Python's float division does: a zero divisor is always a bug.
+    if b == 0:
+        raise ZeroDivisionError(f"{a!r} / {b!r}: division by zero")
+    return a / b
 
 
 # Shadows the builtin on purpose: the engine API names it so, and nothing below needs the builtin.
 def sum(values: Iterable[Operand]) -> Value:
     """One node for the sum of Values and numbers (numbers become constant leaves)."""
-    terms = [Value._lift(v, "sum") for v in values]
+    terms = tuple(Value._lift(v, "sum") for v in values)
     total = 0.0
     for term in terms:
         total += term.data
-    out = Value(total, _children=tuple(terms), _op="sum")
+    out = Value(total, _children=terms, _op="sum")
 
     def _backward() -> None:
+        g = out.grad
         for term in terms:
-            term.grad += out.grad
+            term.grad += g
 
     out._backward = _backward
     return out
@@ -415,19 +487,34 @@ def sum(values: Iterable[Operand]) -> Value:
 
 def dot(ws: Iterable[Operand], xs: Iterable[Operand]) -> Value:
     """One node for sum(w_i * x_i) (numbers on either side become constant leaves)."""
-    ws = [Value._lift(w, "dot") for w in ws]
-    xs = [Value._lift(x, "dot") for x in xs]
-    if len(ws) != len(xs):
-        raise ValueError(f"dot: ws has {len(ws)} elements but xs has {len(xs)}")
+    wv = [Value._lift(w, "dot") for w in ws]
+    xv = [Value._lift(x, "dot") for x in xs]
+    if len(wv) != len(xv):
+        raise ValueError(f"dot: ws has {len(wv)} elements but xs has {len(xv)}")
     total = 0.0
-    for w, x in zip(ws, xs):
+    for w, x in zip(wv, xv):
         total += w.data * x.data
-    out = Value(total, _children=(*ws, *xs), _op="dot")
+    out = Value(total, _children=(*wv, *xv), _op="dot")
 
     def _backward() -> None:
-        for w, x in zip(ws, xs):
-            w.grad += x.data * out.grad
-            x.grad += w.data * out.grad
+        g = out.grad
+        for w, x in zip(wv, xv):
+            w.grad += _scale(g, x.data)
+            x.grad += _scale(g, w.data)
+
+    out._backward = _backward
+    return out
+
+
+def logsumexp(values: Iterable[Operand]) -> Value:
+    """One node for log(sum(exp(v))), shifted by the largest input so it never overflows."""
+    terms = tuple(Value._lift(v, "logsumexp") for v in values)
+    out = Value(_logsumexp([t.data for t in terms]), _children=terms, _op="logsumexp")
+
+    def _backward() -> None:
+        g, result = out.grad, out.data
+        for term in terms:
+            term.grad += _scale(g, _ieee_exp(term.data - result))
 
     out._backward = _backward
     return out
