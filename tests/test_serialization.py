@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
 import random
+import re
+import stat
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -96,63 +102,254 @@ def _document(reference) -> dict:
     }
 
 
-def _without(d: dict, key: str) -> dict:
-    return {k: v for k, v in d.items() if k != key}
+def _top(**changes: Any) -> Callable[[dict], dict]:
+    return lambda d: {**d, **changes}
 
 
-def _drop_parameter(d: dict) -> dict:
-    params = dict(d["parameters"])
-    del params["layers.1.neurons.0.w.2"]
-    return {**d, "parameters": params}
+def _without(key: str) -> Callable[[dict], dict]:
+    return lambda d: {k: v for k, v in d.items() if k != key}
 
 
-@pytest.mark.parametrize(
-    ("mutate", "message"),
-    [
-        (lambda d: [d], "not an arenagrad model file"),
-        (lambda d: {**d, "format": "keras"}, "not an arenagrad model file"),
-        (lambda d: {**d, "version": 2}, "has format version 2; this arenagrad reads version 1"),
-        (lambda d: _without(d, "config"), "is missing config"),
-        (lambda d: {**d, "module": "Conv2d"}, "unknown module 'Conv2d'"),
-        (lambda d: {**d, "config": {**d["config"], "nin": "2"}}, "invalid MLP config"),
-        (lambda d: {**d, "config": {**d["config"], "depth": 3}}, "invalid MLP config"),
-        (lambda d: {**d, "config": {**d["config"], "nouts": [4, 1]}}, "parameters do not fit"),
-        (_drop_parameter, r"missing keys \['layers.1.neurons.0.w.2'\]"),
-        (
-            lambda d: {**d, "parameters": {**d["parameters"], "layers.0.neurons.0.b": "0"}},
-            "must be a real number",
-        ),
-        (lambda d: {**d, "parameters": [1.0, 2.0]}, "config and parameters must be JSON objects"),
-    ],
-)
-def test_mismatched_files_raise_value_error(reference, tmp_path, mutate, message):
+def _config(**changes: Any) -> Callable[[dict], dict]:
+    return lambda d: {**d, "config": {**d["config"], **changes}}
+
+
+def _raw_config(key: str, text: str) -> Callable[[dict], str]:
+    """The config entry ``key`` spelled as ``text``, which json.dumps cannot write (1e400, deep nesting)."""
+    return lambda d: json.dumps(_config(**{key: "@@"})(d)).replace('"@@"', text)
+
+
+def _parameters(change: Callable[[dict], dict]) -> Callable[[dict], dict]:
+    return lambda d: {**d, "parameters": change(dict(d["parameters"]))}
+
+
+def _drop_parameter(p: dict) -> dict:
+    del p["layers.1.neurons.0.w.2"]
+    return p
+
+
+def _rename_parameter(p: dict) -> dict:
+    p["layers.0.neurons.0.w.9"] = p.pop("layers.0.neurons.0.w.1")
+    return p
+
+
+def _half(d: dict) -> str:
+    text = json.dumps(d)
+    return text[: len(text) // 2]
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+HOSTILE_FILES = [
+    # Not JSON, or not UTF-8.
+    pytest.param(lambda d: b"", r"not an arenagrad model file \(corrupt or truncated", id="empty"),
+    pytest.param(
+        _half, r"corrupt or truncated: Unterminated|corrupt or truncated: Expecting", id="truncated"
+    ),
+    pytest.param(
+        lambda d: b"\xff\xfe{\x00", r"corrupt or truncated: 'utf-8' codec can't decode", id="latin-1"
+    ),
+    pytest.param(lambda d: b"\x89PNG\r\n\x1a\n\x00\xff", "corrupt or truncated", id="png"),
+    pytest.param(lambda d: "\ufeff" + json.dumps(d), "corrupt or truncated: Unexpected UTF-8 BOM", id="bom"),
+    pytest.param(lambda d: DEEP, r"not an arenagrad model file \(its JSON is nested too deeply\)", id="deep"),
+    pytest.param(_raw_config("nin", DEEP), "its JSON is nested too deeply", id="deep-in-config"),
+    pytest.param(
+        lambda d: json.dumps(d).replace('"version": 1,', '"version": 2, "version": 1,'),
+        "corrupt or truncated: duplicate key 'version'",
+        id="duplicate-key",
+    ),
+    # Not an arenagrad file, or another version.
+    pytest.param(lambda d: [d], "not an arenagrad model file", id="array"),
+    pytest.param(lambda d: "null", "not an arenagrad model file", id="null"),
+    pytest.param(_top(format="keras"), "not an arenagrad model file", id="format-keras"),
+    pytest.param(_without("format"), "not an arenagrad model file", id="format-missing"),
+    pytest.param(
+        _top(version=True), "has format version True; this arenagrad reads version 1", id="version-true"
+    ),
+    pytest.param(_top(version=1.0), "has format version 1.0;", id="version-float"),
+    pytest.param(_top(version="1"), "has format version '1';", id="version-string"),
+    pytest.param(_top(version=2), "has format version 2; this arenagrad reads version 1", id="version-2"),
+    pytest.param(_without("version"), "has format version None;", id="version-missing"),
+    # The document's keys.
+    pytest.param(_without("config"), "is missing config", id="config-missing"),
+    pytest.param(_without("parameters"), "is missing parameters", id="parameters-missing"),
+    pytest.param(_top(comment="hi"), r"has unknown keys \['comment'\]", id="extra-key"),
+    pytest.param(
+        _top(module="Conv2d"), "unknown module 'Conv2d' \\(expected one of MLP", id="module-unknown"
+    ),
+    pytest.param(_top(module="Module"), "unknown module 'Module'", id="module-base-class"),
+    pytest.param(_top(module=1), "unknown module 1 ", id="module-number"),
+    pytest.param(_top(module=["MLP"]), r"unknown module \['MLP'\]", id="module-array"),
+    pytest.param(_top(config=[2, [3, 1]]), "config and parameters must be JSON objects", id="config-array"),
+    pytest.param(
+        _top(parameters=[1.0, 2.0]), "config and parameters must be JSON objects", id="parameters-array"
+    ),
+    # The config: exact keys, sizes as JSON integers of at least 1, activations by name.
+    pytest.param(
+        _config(nin="2"),
+        "invalid MLP config: 'nin' must be an integer from 1 to 4294967295, got '2'",
+        id="nin-string",
+    ),
+    pytest.param(_config(nin=True), "'nin' must be an integer from 1 to 4294967295, got True", id="nin-true"),
+    pytest.param(_config(nin=2.0), "'nin' must be an integer from 1 to 4294967295, got 2.0", id="nin-float"),
+    pytest.param(_config(nin=None), "'nin' must be an integer from 1 to 4294967295, got None", id="nin-null"),
+    pytest.param(_config(nin=0), "'nin' must be an integer from 1 to 4294967295, got 0", id="nin-zero"),
+    pytest.param(_config(nin=-2), "'nin' must be an integer from 1 to 4294967295, got -2", id="nin-negative"),
+    pytest.param(
+        _raw_config("nin", "Infinity"),
+        "'nin' must be an integer from 1 to 4294967295, got inf",
+        id="nin-Infinity",
+    ),
+    pytest.param(
+        _raw_config("nin", "1e400"), "'nin' must be an integer from 1 to 4294967295, got inf", id="nin-1e400"
+    ),
+    pytest.param(
+        _raw_config("nin", "-1e400"),
+        "'nin' must be an integer from 1 to 4294967295, got -inf",
+        id="nin-minus-1e400",
+    ),
+    pytest.param(
+        _raw_config("nin", "NaN"), "'nin' must be an integer from 1 to 4294967295, got nan", id="nin-NaN"
+    ),
+    pytest.param(_config(nin=2**32), "'nin' must be .*, got 4294967296", id="nin-2**32"),
+    pytest.param(
+        _raw_config("nin", "1" + "0" * 100), "'nin' must be .*, got 1000+\\.\\.\\.0+", id="nin-1e100"
+    ),
+    pytest.param(
+        # Python refuses to read integers of over 4300 digits (since 3.11 and in security releases before).
+        _raw_config("nin", "9" * 5000),
+        r"corrupt or truncated: Exceeds the limit|'nin' must be",
+        id="nin-5000-digits",
+    ),
+    pytest.param(
+        _config(nin=2**32 - 1), f"has {2**32 * 3 + 4} parameters but the file holds 13", id="nin-widest"
+    ),
+    pytest.param(
+        _config(nouts=[]),
+        "'nouts' must be a non-empty array of integers from 1 to 4294967295",
+        id="nouts-empty",
+    ),
+    pytest.param(
+        _config(nouts=3),
+        "'nouts' must be a non-empty array of integers from 1 to 4294967295, got 3",
+        id="nouts-int",
+    ),
+    pytest.param(_config(nouts=[3, True]), r"'nouts' must be .*, got \[3, True\]", id="nouts-bool"),
+    pytest.param(_config(nouts=[3, -1]), r"'nouts' must be .*, got \[3, -1\]", id="nouts-negative"),
+    pytest.param(_config(nouts=[[3], 1]), r"'nouts' must be .*, got \[\[3\], 1\]", id="nouts-nested"),
+    pytest.param(
+        _config(activation="gelu"),
+        "'activation' must be one of 'relu', 'tanh', 'sigmoid', 'linear', got 'gelu'",
+        id="activation-unknown",
+    ),
+    pytest.param(_config(activation=True), "'activation' must be one of .*, got True", id="activation-bool"),
+    pytest.param(_config(out_activation=None), "'out_activation' must be one of .*, got None", id="out-null"),
+    pytest.param(
+        _config(depth=3), r"invalid MLP config: unknown keys \['depth'\] \(it must have exactly", id="depth"
+    ),
+    pytest.param(
+        lambda d: {**d, "config": {k: v for k, v in d["config"].items() if k != "out_activation"}},
+        r"invalid MLP config: missing keys \['out_activation'\]",
+        id="config-key-missing",
+    ),
+    pytest.param(
+        _top(config={"nin": 2, "nout": 1, "activation": "relu"}), r"missing keys \['nouts", id="layer-config"
+    ),
+    # The parameters: names and count from the config, values real numbers.
+    pytest.param(_config(nouts=[4, 1]), "parameters do not fit the saved architecture", id="wrong-count"),
+    pytest.param(
+        _parameters(_drop_parameter), r"missing keys \['layers.1.neurons.0.w.2'\]", id="param-missing"
+    ),
+    pytest.param(
+        _parameters(_rename_parameter), r"unexpected keys \['layers.0.neurons.0.w.9'\]", id="param-name"
+    ),
+    pytest.param(
+        _parameters(lambda p: {**p, "extra": 1.0}), r"unexpected keys \['extra'\]", id="param-extra"
+    ),
+    pytest.param(
+        _parameters(lambda p: {**p, "layers.0.neurons.0.b": "0"}),
+        "must be a real number, got str",
+        id="param-str",
+    ),
+    pytest.param(
+        _parameters(lambda p: {**p, "layers.0.neurons.0.b": True}),
+        "must be a real number, got bool",
+        id="param-bool",
+    ),
+    pytest.param(
+        _parameters(lambda p: {**p, "layers.0.neurons.0.b": None}),
+        "must be a real number, got NoneType",
+        id="param-null",
+    ),
+    pytest.param(
+        _parameters(lambda p: {**p, "layers.0.neurons.0.b": [0.5]}),
+        "must be a real number, got list",
+        id="param-array",
+    ),
+    pytest.param(
+        _parameters(lambda p: {**p, "layers.0.neurons.0.b": 10**400}),
+        "is too large for a float",
+        id="param-huge-int",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "message"), HOSTILE_FILES)
+def test_every_malformed_file_raises_a_value_error_naming_the_problem(
+    reference, tmp_path, make, message
+) -> None:
+    content = make(_document(reference))
+    if isinstance(content, (dict, list)):
+        content = json.dumps(content)
     path = tmp_path / "m.json"
-    path.write_text(json.dumps(mutate(_document(reference))), encoding="utf-8")
-    with pytest.raises(ValueError, match=message):
+    path.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+    with pytest.raises(ValueError, match=message) as excinfo:
         load(path, engine=reference)
+    assert type(excinfo.value) is ValueError  # not a JSONDecodeError or UnicodeDecodeError leaking through
+    assert repr(str(path)) in str(excinfo.value)
 
 
-def test_truncated_and_corrupt_files_raise_value_error(reference, tmp_path):
+def test_parameters_may_be_non_finite_in_any_spelling_and_integers(reference, tmp_path) -> None:
     path = tmp_path / "m.json"
-    save(MLP(2, [3, 1], seed=0, engine=reference), path)
-    text = path.read_bytes()
-    path.write_bytes(text[: len(text) // 2])
-    with pytest.raises(ValueError, match=r"is not an arenagrad model file \(corrupt or truncated"):
-        load(path, engine=reference)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff")
-    with pytest.raises(ValueError, match="corrupt or truncated"):
-        load(path, engine=reference)
-    path.write_bytes(b"")
-    with pytest.raises(ValueError, match="corrupt or truncated"):
-        load(path, engine=reference)
+    text = json.dumps(_document(reference)).replace(
+        '"layers.0.neurons.0.b": 0.0', '"layers.0.neurons.0.b": 1e400'
+    )
+    text = text.replace('"layers.0.neurons.1.b": 0.0', '"layers.0.neurons.1.b": -Infinity')
+    text = text.replace('"layers.0.neurons.2.b": 0.0', '"layers.0.neurons.2.b": NaN')
+    text = text.replace('"layers.1.neurons.0.b": 0.0', '"layers.1.neurons.0.b": 3')
+    path.write_text(text, encoding="utf-8")
+    biases = [n.b.data for layer in load(path, engine=reference).layers for n in layer.neurons]
+    assert biases[0] == math.inf and biases[1] == -math.inf and math.isnan(biases[2]) and biases[3] == 3.0
 
 
-def test_missing_file_and_unsupported_objects(reference, tmp_path):
-    with pytest.raises(FileNotFoundError):
-        load(tmp_path / "absent.json", engine=reference)
+def test_unsupported_objects_are_not_saved(tmp_path):
     with pytest.raises(TypeError, match="save supports MLP, Layer, Neuron, got list"):
         save([1.0], tmp_path / "m.json")
     assert not (tmp_path / "m.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("setup", "error"),
+    [
+        pytest.param(lambda p: None, FileNotFoundError, id="missing"),
+        pytest.param(lambda p: p.mkdir(), IsADirectoryError, id="directory"),
+        pytest.param(lambda p: os.symlink(p.parent / "absent", p), FileNotFoundError, id="dangling-symlink"),
+    ],
+)
+def test_load_raises_the_os_error_naming_the_path(reference, tmp_path, setup, error) -> None:
+    path = tmp_path / "m.json"
+    setup(path)
+    with pytest.raises(error, match=re.escape(str(path))):
+        load(path, engine=reference)
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root reads any file")
+def test_load_of_an_unreadable_file_raises_permission_error(reference, tmp_path) -> None:
+    path = tmp_path / "m.json"
+    save(Neuron(2, seed=0, engine=reference), path)
+    path.chmod(0)
+    with pytest.raises(PermissionError, match=re.escape(str(path))):
+        load(path, engine=reference)
 
 
 def test_save_replaces_an_existing_file_and_leaves_no_temporary(reference, tmp_path):
@@ -163,23 +360,123 @@ def test_save_replaces_an_existing_file_and_leaves_no_temporary(reference, tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]
 
 
-def test_save_keeps_the_permissions_a_file_would_normally_get(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    import os
+def test_a_failed_save_keeps_the_old_file_and_names_the_callers_path(
+    reference, tmp_path, monkeypatch
+) -> None:
+    path = tmp_path / "m.json"
+    path.write_text("old", encoding="utf-8")
 
-    import arenagrad
-    from arenagrad.nn import MLP
+    def replace(src: str, dst: str) -> None:
+        raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), src, dst)
 
-    model = MLP(2, [3, 1], seed=0)
-    existing = tmp_path / "existing.json"
-    existing.write_text("old")
-    existing.chmod(0o640)
-    arenagrad.save(model, existing)
-    assert existing.stat().st_mode & 0o777 == 0o640
-    fresh = tmp_path / "fresh.json"
-    arenagrad.save(model, fresh)
-    umask = os.umask(0)
-    os.umask(umask)
-    assert fresh.stat().st_mode & 0o777 == 0o666 & ~umask
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OSError, match=re.escape(str(path))) as excinfo:
+        save(Neuron(2, seed=0, engine=reference), path)
+    assert excinfo.value.errno == errno.EXDEV and ".arenagrad-" not in str(excinfo.value)
+    assert path.read_text(encoding="utf-8") == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]
+
+
+def test_save_into_a_missing_directory_names_the_callers_path(reference, tmp_path) -> None:
+    path = tmp_path / "absent" / "m.json"
+    with pytest.raises(FileNotFoundError, match=re.escape(str(path))) as excinfo:
+        save(Neuron(2, seed=0, engine=reference), path)
+    assert ".arenagrad-" not in str(excinfo.value)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+@pytest.mark.parametrize("via_symlink", [False, True], ids=["fifo", "symlink-to-fifo"])
+def test_save_refuses_a_fifo_and_leaves_it_alone(reference, tmp_path, via_symlink) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    path = tmp_path / "m.json" if via_symlink else fifo
+    if via_symlink:
+        path.symlink_to(fifo)
+    with pytest.raises(
+        OSError, match=rf"{re.escape(repr(str(path)))} is not a regular file \(it is a FIFO\)"
+    ):
+        save(Neuron(2, seed=0, engine=reference), path)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert path.is_symlink() == via_symlink
+    assert len(list(tmp_path.iterdir())) == 1 + via_symlink  # no temporary left behind
+
+
+@pytest.mark.parametrize("via_symlink", [False, True], ids=["directory", "symlink-to-directory"])
+def test_save_refuses_a_directory_and_leaves_it_alone(reference, tmp_path, via_symlink) -> None:
+    directory = tmp_path / "models"
+    directory.mkdir()
+    (directory / "keep.txt").write_text("keep", encoding="utf-8")
+    path = tmp_path / "m.json" if via_symlink else directory
+    if via_symlink:
+        path.symlink_to(directory)
+    with pytest.raises(IsADirectoryError, match=re.escape(str(path))):
+        save(Neuron(2, seed=0, engine=reference), path)
+    assert directory.is_dir() and [p.name for p in directory.iterdir()] == ["keep.txt"]
+    assert path.is_symlink() == via_symlink
+
+
+def test_save_to_a_path_ending_in_a_separator_creates_nothing(reference, tmp_path) -> None:
+    path = str(tmp_path / "models") + os.sep
+    with pytest.raises(IsADirectoryError, match=re.escape(path)):
+        save(Neuron(2, seed=0, engine=reference), path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_writes_through_a_symlink_to_its_target(reference, tmp_path) -> None:
+    (tmp_path / "links").mkdir()
+    (tmp_path / "store").mkdir()
+    target = tmp_path / "store" / "model.json"
+    target.write_text("old", encoding="utf-8")
+    target.chmod(0o640)
+    link = tmp_path / "links" / "m.json"
+    link.symlink_to(os.path.join("..", "store", "model.json"))  # relative, as `ln -s` users write them
+    model = Neuron(2, seed=0, engine=reference)
+    save(model, link)
+    assert link.is_symlink() and os.readlink(link) == os.path.join("..", "store", "model.json")
+    assert load(target, engine=reference).state_dict() == model.state_dict()
+    assert target.stat().st_mode & 0o777 == 0o640
+    assert [p.name for p in (tmp_path / "links").iterdir()] == ["m.json"]
+    assert [p.name for p in (tmp_path / "store").iterdir()] == ["model.json"]
+
+
+def test_save_through_a_dangling_symlink_creates_its_target_like_open(reference, tmp_path) -> None:
+    link, target = tmp_path / "m.json", tmp_path / "target.json"
+    link.symlink_to(target)
+    save(Neuron(2, seed=0, engine=reference), link)
+    assert link.is_symlink() and target.is_file()
+    assert load(link, engine=reference).nin == 2
+
+
+def _umask_must_not_be_called(*args: object) -> int:
+    raise AssertionError("os.umask changes the mode of files every thread creates meanwhile")
+
+
+@pytest.fixture(params=[0o022, 0o002, 0o027, 0o077], ids=oct)
+def umask(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
+    """Each umask in turn, with os.umask made to fail while the test runs."""
+    real_umask = os.umask
+    old = real_umask(request.param)
+    monkeypatch.setattr(os, "umask", _umask_must_not_be_called)
+    yield request.param
+    real_umask(old)
+
+
+def test_a_new_file_gets_the_mode_open_gives_and_the_umask_is_left_alone(reference, tmp_path, umask) -> None:
+    with open(tmp_path / "by-open.json", "w", encoding="utf-8"):
+        pass
+    save(Neuron(2, seed=0, engine=reference), tmp_path / "m.json")
+    mode = (tmp_path / "m.json").stat().st_mode & 0o777
+    assert mode == (tmp_path / "by-open.json").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o666, 0o600, 0o444], ids=oct)
+def test_a_replaced_file_keeps_its_mode(reference, tmp_path, umask, mode) -> None:
+    path = tmp_path / "m.json"
+    path.write_text("old", encoding="utf-8")
+    path.chmod(mode)
+    save(Neuron(2, seed=0, engine=reference), path)
+    assert path.stat().st_mode & 0o777 == mode
+    assert load(path, engine=reference).nin == 2
 
 
 def test_a_corrupt_size_is_rejected_before_any_model_is_built(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -10,16 +10,18 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _version
 
+from . import _copying as _copying  # registers pickle/copy support for the native Value
 from . import datasets, losses, nn, optim
 from ._core import ParamGroup, Tape, Value, arena_stats
 from ._core import dot as dot  # re-exported, not in __all__ (see below)
+from ._core import logsumexp as logsumexp
 from ._core import sum as sum
 from .draw import draw_dot
 from .gradcheck import GradcheckError, gradcheck
 from .serialization import load, save
 
-# sum and dot are deliberately not in __all__: `from arenagrad import *` must not shadow the builtin
-# sum, which micrograd code uses on plain numbers (its demo computes accuracy with it).
+# sum, dot and logsumexp are deliberately not in __all__: `from arenagrad import *` must not shadow the
+# builtin sum, which micrograd code uses on plain numbers (its demo computes accuracy with it).
 try:
     __version__ = _version("arenagrad")
 except PackageNotFoundError:  # running from a source tree that was never installed

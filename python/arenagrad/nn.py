@@ -70,7 +70,7 @@ def resolve_engine(engine: EngineLike = None) -> ModuleType:
             f"engine must be None, 'native', 'reference' or a module exporting Value, sum and dot; "
             f"got {engine!r}"
         )
-    return engine  # type: ignore[return-value]
+    return engine
 
 
 def engine_of(value: AnyValue) -> ModuleType:
@@ -119,7 +119,7 @@ def _check_activation(activation: object, nonlin: bool | None = None) -> str:
         return "relu" if activation else "linear"
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}: expected one of {', '.join(ACTIVATIONS)}")
-    return activation  # type: ignore[return-value]
+    return activation
 
 
 def _as_inputs(x: object, size: int, who: str) -> list:
@@ -206,7 +206,7 @@ class Module(ABC):
                 f"state_dict does not match {self!r}: missing keys {_preview(missing)}, "
                 f"unexpected keys {_preview(unexpected)}"
             )
-        values = []
+        values: list[float] = []
         for name, _ in named:  # convert everything first, so a bad entry changes nothing
             value = state[name]
             if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -217,6 +217,25 @@ class Module(ABC):
                 raise ValueError(f"state_dict[{name!r}] is too large for a float: {value!r}") from None
         for (_, p), value in zip(named, values):
             p.data = value
+
+    # pickle and copy.deepcopy: a module object cannot be pickled, so the engine is stored by its import name.
+    # The Values go through their engine's own pickling (leaves only), and the memo keeps shared ones shared.
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        engine = state.get("engine")
+        if isinstance(engine, ModuleType):
+            if sys.modules.get(engine.__name__) is not engine:
+                raise TypeError(
+                    f"cannot pickle or copy {type(self).__name__}: its engine {engine!r} cannot be imported "
+                    "by its name"
+                )
+            state["engine"] = engine.__name__
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if isinstance(state.get("engine"), str):
+            state = {**state, "engine": importlib.import_module(state["engine"])}
+        self.__dict__.update(state)
 
     def _label_parameters(self) -> None:
         # Labels make graph drawings readable; a parent module relabels its children with full paths.
