@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print("the chain rule by hand gives exactly backward()'s gradients")
 
-    gradcheck(lambda v: (v[0] * v[1] + v[2]) * v[3], [2.0, -3.0, 10.0, -2.0])
+    gradcheck(lambda a, b, c, f: (a * b + c) * f, [2.0, -3.0, 10.0, -2.0])
     print("finite differences agree too (gradcheck passed)")
 
     path = Path(argv[0]) if argv else Path(tempfile.mkdtemp(prefix="arenagrad-")) / "manual_backprop.svg"

@@ -1,4 +1,6 @@
 import math
+import re
+import sys
 
 import pytest
 
@@ -11,14 +13,17 @@ def detached(v):
 
 
 CORRECT = {
-    "neuron": (lambda v: (v[0] * v[1] + v[2] * v[3] + v[4]).tanh(), [2.0, -3.0, 0.0, 1.0, 6.88137358701954]),
-    "notebook": (lambda v: (-(v[0] ** 2).sin() + 5).exp(), [2.0]),
-    "parabola": (lambda v: 3 * v[0] ** 2 - 4 * v[0] + 5, [3.0]),
-    "division": (lambda v: (v[0] + 1) / (v[1] * v[1] + 2), [0.7, -1.3]),
-    "power": (lambda v: v[0] ** v[1] + 2 ** v[1], [1.7, 0.4]),
-    "mixed": (lambda v: v[0].sigmoid() * v[1].log() + v[2].sqrt() - abs(v[0]) * v[1].cos(), [-0.8, 2.5, 4.0]),
-    "relu": (lambda v: (v[0] * v[1]).relu() + (v[1] - v[0]).relu(), [1.5, -2.0]),
-    "reuse": (lambda v: v[0] * v[0] * v[0] + v[0] / v[1], [1.2, 3.0]),
+    "neuron": (
+        lambda x1, w1, x2, w2, b: (x1 * w1 + x2 * w2 + b).tanh(),
+        [2.0, -3.0, 0.0, 1.0, 6.88137358701954],
+    ),
+    "notebook": (lambda x: (-(x**2).sin() + 5).exp(), [2.0]),
+    "parabola": (lambda x: 3 * x**2 - 4 * x + 5, [3.0]),
+    "division": (lambda a, b: (a + 1) / (b * b + 2), [0.7, -1.3]),
+    "power": (lambda a, b: a**b + 2**b, [1.7, 0.4]),
+    "mixed": (lambda a, b, c: a.sigmoid() * b.log() + c.sqrt() - abs(a) * b.cos(), [-0.8, 2.5, 4.0]),
+    "relu": (lambda a, b: (a * b).relu() + (b - a).relu(), [1.5, -2.0]),
+    "reuse": (lambda a, b: a * a * a + a / b, [1.2, 3.0]),
 }
 
 
@@ -28,8 +33,100 @@ def test_passes_on_correct_functions(engine, name):
     assert gradcheck(f, [engine.Value(x) for x in point]) is True
 
 
+@pytest.mark.parametrize(
+    ("f", "point"),
+    [
+        (lambda x: x.tanh(), [0.3]),
+        (lambda a, b: a * b + b.exp(), [2.0, -0.5]),
+        (lambda a, b, c: (a * b + c).tanh() / c, [0.5, -1.5, 2.0]),
+    ],
+    ids=["one", "two", "three"],
+)
+def test_f_gets_one_value_argument_per_input(engine, f, point):
+    calls = []
+
+    def spy(*args):
+        calls.append(args)
+        return f(*args)
+
+    assert gradcheck(spy, [engine.Value(x) for x in point]) is True
+    # One analytic evaluation and two per input for the central differences, each with one Value per input.
+    assert len(calls) == 1 + 2 * len(point)
+    assert all(len(args) == len(point) and all(type(a) is engine.Value for a in args) for args in calls)
+    assert [a.data for a in calls[0]] == point
+
+
+def test_f_may_take_varargs_or_be_an_unbound_method(engine):
+    assert gradcheck(lambda *xs: engine.sum(xs) * xs[0], [0.5, 2.0, -1.0], engine=engine)
+    # A method has no readable signature on the native engine; the call itself decides.
+    assert gradcheck(engine.Value.tanh, [0.3], engine=engine)
+
+
+ARITY_MISMATCHES = {
+    "too-many-inputs": (
+        lambda a, b: a * b,
+        [1.0, 2.0, 3.0],
+        "f = <lambda>(a, b) cannot take 3 positional arguments: too many positional arguments",
+    ),
+    "too-few-inputs": (
+        lambda a, b, c: a * b * c,
+        [1.0, 2.0],
+        "f = <lambda>(a, b, c) cannot take 2 positional arguments: missing a required argument: 'c'",
+    ),
+    "one-input": (
+        lambda a, b: a * b,
+        [1.0],
+        "f = <lambda>(a, b) cannot take 1 positional argument: missing a required argument: 'b'",
+    ),
+    # Written for one list of Values, as gradcheck used to call f.
+    "list-style-f": (
+        lambda v: v[0] * v[1],
+        [1.0, 2.0],
+        "f = <lambda>(v) cannot take 2 positional arguments: too many positional arguments",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(ARITY_MISMATCHES))
+def test_an_arity_mismatch_is_a_clear_type_error(engine, case):
+    f, point, message = ARITY_MISMATCHES[case]
+    prefix = (
+        "gradcheck calls f(*inputs), one Value argument per input, as torch.autograd.gradcheck does, but "
+    )
+    with pytest.raises(TypeError, match="^" + re.escape(prefix + message) + "$") as info:
+        gradcheck(f, point, engine=engine)
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_an_arity_mismatch_is_found_before_f_runs(engine):
+    calls = []
+
+    def f(a, b):
+        calls.append((a, b))
+        return a * b
+
+    with pytest.raises(TypeError, match=re.escape(".<locals>.f(a, b) cannot take 3 positional arguments")):
+        gradcheck(f, [1.0, 2.0, 3.0], engine=engine)
+    assert calls == []
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="exception notes are Python 3.11+")
+def test_a_type_error_inside_f_propagates_with_a_note(engine):
+    # A list-style f with a single input binds (one parameter, one Value) and fails inside on v[0]: that
+    # TypeError is f's own and propagates unchanged, with a note saying how gradcheck called f.
+    with pytest.raises(TypeError, match="not subscriptable") as info:
+        gradcheck(lambda v: v[0].tanh(), [engine.Value(0.3)])
+    assert info.value.__notes__ == [
+        "gradcheck called f(*inputs): 1 Value argument, one per input, as torch.autograd.gradcheck does "
+        "(not one list of Values)"
+    ]
+    with pytest.raises(TypeError) as info:
+        gradcheck(lambda a, b: a + "b", [1.0, 2.0], engine=engine)
+    assert info.value.__notes__[-1].startswith("gradcheck called f(*inputs): 2 Value arguments, one per")
+
+
 def test_passes_through_sum_and_dot(engine):
-    def f(v):
+    def f(*v):
         return engine.sum([engine.dot(v[:2], v[2:]), v[0] * 3, 2.0]) ** 2
 
     assert gradcheck(f, [engine.Value(x) for x in (0.5, -1.0, 2.0, 0.25)])
@@ -38,9 +135,9 @@ def test_passes_through_sum_and_dot(engine):
 def test_numbers_use_the_native_engine_by_default(native):
     seen = []
 
-    def f(v):
-        seen.append(type(v[0]))
-        return v[0] * v[1]
+    def f(a, b):
+        seen.append(type(a))
+        return a * b
 
     assert gradcheck(f, [2.0, 3])
     assert set(seen) == {native.Value}
@@ -50,9 +147,9 @@ def test_numbers_use_the_native_engine_by_default(native):
 def test_numbers_on_a_chosen_engine(reference, engine_arg):
     seen = []
 
-    def f(v):
-        seen.append(type(v[0]))
-        return v[0].exp()
+    def f(x):
+        seen.append(type(x))
+        return x.exp()
 
     assert gradcheck(f, [0.3], engine=reference if engine_arg == "module" else "reference")
     assert set(seen) == {reference.Value}
@@ -61,15 +158,15 @@ def test_numbers_on_a_chosen_engine(reference, engine_arg):
 def test_inputs_are_left_untouched(engine):
     a, b = engine.Value(2.0, label="a"), engine.Value(-1.0, label="b")
     a.grad = 7.0
-    assert gradcheck(lambda v: v[0] * v[1], [a, b])
+    assert gradcheck(lambda a, b: a * b, [a, b])
     assert (a.data, a.grad, b.data, b.grad) == (2.0, 7.0, -1.0, 0.0)
 
 
 def test_a_lost_gradient_path_is_reported_in_a_table(engine):
-    # v[2] * detached(v[2]) is c**2 but backpropagates one of its two paths only: analytic c, numeric 2c.
+    # c * detached(c) is c**2 but backpropagates one of its two paths only: analytic c, numeric 2c.
     inputs = [engine.Value(2.0, label="a"), engine.Value(-3.0, label="b"), engine.Value(1.5, label="c")]
     with pytest.raises(GradcheckError) as info:
-        gradcheck(lambda v: v[0] * v[1] + v[2] * detached(v[2]), inputs)
+        gradcheck(lambda a, b, c: a * b + c * detached(c), inputs)
     err = info.value
     assert isinstance(err, AssertionError)
     assert len(err.mismatches) == 1
@@ -91,7 +188,7 @@ def test_a_lost_gradient_path_is_reported_in_a_table(engine):
 def test_every_failing_input_gets_a_row(engine):
     inputs = [engine.Value(1.0, label="x"), 2.0, engine.Value(0.5, label="z")]
     with pytest.raises(GradcheckError) as info:
-        gradcheck(lambda v: v[0] * detached(v[0]) + v[1] * v[2] + detached(v[2]) * v[2], inputs, engine=None)
+        gradcheck(lambda x, y, z: x * detached(x) + y * z + detached(z) * z, inputs, engine=None)
     assert [(m.index, m.label) for m in info.value.mismatches] == [(0, "x"), (2, "z")]
     rows = str(info.value).splitlines()[2:]
     assert [r.split()[:2] for r in rows] == [["0", "x"], ["2", "z"]]
@@ -100,18 +197,18 @@ def test_every_failing_input_gets_a_row(engine):
 def test_a_kink_is_reported(engine):
     # relu'(0) is 0 by convention while the central difference sees half of each side: 0.5.
     with pytest.raises(GradcheckError) as info:
-        gradcheck(lambda v: v[0].relu(), [engine.Value(0.0, label="x")])
+        gradcheck(lambda x: x.relu(), [engine.Value(0.0, label="x")])
     assert info.value.mismatches == [Mismatch(0, "x", 0.0, pytest.approx(0.5))]
 
 
 def test_unlabelled_inputs_show_a_dash(engine):
     with pytest.raises(GradcheckError, match=r"\n\s+0\s+-\s+"):
-        gradcheck(lambda v: v[0] * detached(v[0]), [engine.Value(1.0)])
+        gradcheck(lambda x: x * detached(x), [engine.Value(1.0)])
 
 
 def test_tolerances_decide(engine):
-    def f(v):
-        return v[0] * detached(v[0])
+    def f(x):
+        return x * detached(x)
 
     # At x = 1e-3 the analytic gradient is off by exactly x: within atol=2e-3, outside atol=5e-4.
     assert gradcheck(f, [engine.Value(1e-3)], atol=2e-3, rtol=0.0)
@@ -125,7 +222,7 @@ def test_tolerances_decide(engine):
 
 def test_nan_gradients_never_agree(engine):
     with pytest.raises(GradcheckError) as info:
-        gradcheck(lambda v: v[0] * float("nan"), [engine.Value(1.0)])
+        gradcheck(lambda x: x * float("nan"), [engine.Value(1.0)])
     (m,) = info.value.mismatches
     assert math.isnan(m.analytic) and math.isnan(m.numeric)
 
@@ -133,26 +230,26 @@ def test_nan_gradients_never_agree(engine):
 def test_f_errors_propagate(engine):
     # sqrt(0 - eps) is out of the domain: the caller must see that, not a misleading mismatch.
     with pytest.raises(ValueError):
-        gradcheck(lambda v: v[0].sqrt(), [engine.Value(0.0)])
+        gradcheck(lambda x: x.sqrt(), [engine.Value(0.0)])
 
 
 @pytest.mark.parametrize(
     ("args", "kwargs", "error", "match"),
     [
         ((42, [1.0]), {}, TypeError, "f must be callable"),
-        ((lambda v: v[0], []), {}, ValueError, "inputs is empty"),
-        ((lambda v: v[0], "ab"), {}, TypeError, "inputs must be a list or tuple"),
-        ((lambda v: v[0], 3.0), {}, TypeError, "inputs must be a list or tuple"),
-        ((lambda v: v[0], [1.0, None]), {}, TypeError, r"inputs\[1\] must be a real number or a Value"),
-        ((lambda v: v[0], [1.0]), {"eps": 0.0}, ValueError, "eps must be a finite number > 0"),
-        ((lambda v: v[0], [1.0]), {"eps": -1e-6}, ValueError, "eps must be"),
-        ((lambda v: v[0], [1.0]), {"atol": -1.0}, ValueError, "atol must be a finite number >= 0"),
-        ((lambda v: v[0], [1.0]), {"rtol": float("inf")}, ValueError, "rtol must be"),
-        ((lambda v: v[0], [1.0]), {"atol": "1e-5"}, TypeError, "atol must be a real number"),
-        ((lambda v: v[0], [1.0]), {"engine": "gpu"}, ValueError, "engine must be 'native', 'reference'"),
-        ((lambda v: v[0], [1.0]), {"engine": math}, TypeError, "engine must be"),
-        ((lambda v: v[0].data, [1.0]), {"engine": "reference"}, TypeError, "must return a Value, got float"),
-        ((lambda v: [v[0]], [1.0]), {"engine": "reference"}, TypeError, "f must return a Value, got list"),
+        ((lambda x: x, []), {}, ValueError, "inputs is empty"),
+        ((lambda x: x, "ab"), {}, TypeError, "inputs must be a list or tuple"),
+        ((lambda x: x, 3.0), {}, TypeError, "inputs must be a list or tuple"),
+        ((lambda x: x, [1.0, None]), {}, TypeError, r"inputs\[1\] must be a real number or a Value"),
+        ((lambda x: x, [1.0]), {"eps": 0.0}, ValueError, "eps must be a finite number > 0"),
+        ((lambda x: x, [1.0]), {"eps": -1e-6}, ValueError, "eps must be"),
+        ((lambda x: x, [1.0]), {"atol": -1.0}, ValueError, "atol must be a finite number >= 0"),
+        ((lambda x: x, [1.0]), {"rtol": float("inf")}, ValueError, "rtol must be"),
+        ((lambda x: x, [1.0]), {"atol": "1e-5"}, TypeError, "atol must be a real number"),
+        ((lambda x: x, [1.0]), {"engine": "gpu"}, ValueError, "engine must be 'native', 'reference'"),
+        ((lambda x: x, [1.0]), {"engine": math}, TypeError, "engine must be"),
+        ((lambda x: x.data, [1.0]), {"engine": "reference"}, TypeError, "must return a Value, got float"),
+        ((lambda x: [x], [1.0]), {"engine": "reference"}, TypeError, "f must return a Value, got list"),
     ],
 )
 def test_bad_arguments(args, kwargs, error, match):
@@ -162,6 +259,6 @@ def test_bad_arguments(args, kwargs, error, match):
 
 def test_engines_cannot_be_mixed(native, reference):
     with pytest.raises(TypeError, match="inputs mix Values of different engines"):
-        gradcheck(lambda v: v[0], [native.Value(1.0), reference.Value(1.0)])
+        gradcheck(lambda a, b: a, [native.Value(1.0), reference.Value(1.0)])
     with pytest.raises(TypeError, match="is not the engine of the input Values"):
-        gradcheck(lambda v: v[0], [native.Value(1.0)], engine="reference")
+        gradcheck(lambda x: x, [native.Value(1.0)], engine="reference")

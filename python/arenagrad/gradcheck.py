@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import math
 import numbers
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ _ENGINE_MODULES = {"native": "arenagrad", "reference": "arenagrad.reference"}
 class Mismatch(NamedTuple):
     """One input whose analytic and numeric gradients disagree."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # the field shadows tuple.index, as intended
     label: str
     analytic: float
     numeric: float
@@ -91,8 +92,36 @@ def _check_tolerance(name: str, value: Any, positive: bool) -> float:
     return value
 
 
-def _evaluate(f: Callable[[list[Any]], Any], leaves: list[Any], value_class: type) -> Any:
-    out = f(leaves)
+def _check_arity(f: Callable[..., Any], count: int) -> None:
+    """A clear TypeError, before anything runs, when ``f(*inputs)`` cannot bind ``count`` arguments."""
+    try:
+        signature = inspect.signature(f)
+    except (TypeError, ValueError):
+        return  # no signature to read (some builtins): the call itself will tell
+    try:
+        signature.bind(*range(count))
+    except TypeError as exc:
+        name = getattr(f, "__qualname__", type(f).__qualname__)
+        raise TypeError(
+            f"gradcheck calls f(*inputs), one Value argument per input, as torch.autograd.gradcheck does, "
+            f"but f = {name}{signature} cannot take {count} positional argument{'s' if count != 1 else ''}: "
+            f"{exc}"
+        ) from None
+
+
+def _evaluate(f: Callable[..., Any], leaves: list[Any], value_class: type) -> Any:
+    try:
+        out = f(*leaves)
+    except TypeError as exc:
+        # Say how f was called: an f written for one list of Values (``lambda v: v[0]``) that got a single
+        # Value otherwise fails with a bare "'Value' object is not subscriptable". Notes need Python 3.11.
+        if hasattr(exc, "add_note"):
+            count = len(leaves)
+            exc.add_note(
+                f"gradcheck called f(*inputs): {count} Value argument{'s' if count != 1 else ''}, one per "
+                f"input, as torch.autograd.gradcheck does (not one list of Values)"
+            )
+        raise
     if not isinstance(out, value_class):
         raise TypeError(f"f must return a {value_class.__qualname__}, got {type(out).__name__} {out!r}")
     return out
@@ -107,17 +136,22 @@ def _agree(analytic: float, numeric: float, atol: float, rtol: float) -> bool:
 
 def _table(mismatches: Sequence[Mismatch]) -> str:
     header = ("index", "label", "analytic", "numeric", "abs err")
-    rows = [(str(m.index), m.label or "-", f"{m.analytic:.8g}", f"{m.numeric:.8g}", f"{m.abs_err:.3g}")
-            for m in mismatches]
+    rows = [
+        (str(m.index), m.label or "-", f"{m.analytic:.8g}", f"{m.numeric:.8g}", f"{m.abs_err:.3g}")
+        for m in mismatches
+    ]
     widths = [max(len(row[col]) for row in [header, *rows]) for col in range(len(header))]
-    lines = ["  ".join(cell.rjust(w) if col != 1 else cell.ljust(w)
-                       for col, (cell, w) in enumerate(zip(row, widths))).rstrip()
-             for row in [header, *rows]]
+    lines = [
+        "  ".join(
+            cell.rjust(w) if col != 1 else cell.ljust(w) for col, (cell, w) in enumerate(zip(row, widths))
+        ).rstrip()
+        for row in [header, *rows]
+    ]
     return "\n".join(lines)
 
 
 def gradcheck(
-    f: Callable[[list[Any]], Any],
+    f: Callable[..., Any],
     inputs: Sequence[Any],
     eps: float = 1e-6,
     atol: float = 1e-5,
@@ -127,7 +161,9 @@ def gradcheck(
 ) -> bool:
     """True if ``backward()`` through ``f`` matches central finite differences at ``inputs``.
 
-    ``f`` takes a list of Values (one per input) and returns a scalar Value. ``inputs`` are numbers or Values;
+    ``f`` is called as ``f(*inputs)``, with one Value argument per input, as ``torch.autograd.gradcheck``
+    calls it, and returns a scalar Value: ``gradcheck(lambda a, b: a * b + b.tanh(), [2.0, -3.0])``. An ``f``
+    that cannot take ``len(inputs)`` positional arguments is a TypeError. ``inputs`` are numbers or Values;
     only their ``data`` (and ``label``) are used: ``f`` runs on fresh leaves, so the inputs' own ``grad`` is
     untouched.
     The engine is that of the input Values, else ``engine`` ('native', the default, 'reference', or a module
@@ -142,13 +178,16 @@ def gradcheck(
     atol = _check_tolerance("atol", atol, positive=False)
     rtol = _check_tolerance("rtol", rtol, positive=False)
     value_class = _value_class_of(inputs, engine)
+    _check_arity(f, len(inputs))
 
     points = [float(x) if isinstance(x, numbers.Real) else float(x.data) for x in inputs]
     labels = ["" if isinstance(x, numbers.Real) else str(x.label) for x in inputs]
 
     def leaves(shift_index: int = -1, shift: float = 0.0) -> list[Any]:
-        return [value_class(p + shift if i == shift_index else p, label=lbl)
-                for i, (p, lbl) in enumerate(zip(points, labels))]
+        return [
+            value_class(p + shift if i == shift_index else p, label=lbl)
+            for i, (p, lbl) in enumerate(zip(points, labels))
+        ]
 
     analytic_leaves = leaves()
     _evaluate(f, analytic_leaves, value_class).backward()
@@ -163,7 +202,9 @@ def gradcheck(
             mismatches.append(Mismatch(i, labels[i], analytic[i], numeric))
 
     if mismatches:
-        summary = (f"gradcheck failed: {len(mismatches)} of {len(points)} inputs have analytic gradients "
-                   f"that disagree with finite differences (eps={eps:g}, atol={atol:g}, rtol={rtol:g})")
+        summary = (
+            f"gradcheck failed: {len(mismatches)} of {len(points)} inputs have analytic gradients "
+            f"that disagree with finite differences (eps={eps:g}, atol={atol:g}, rtol={rtol:g})"
+        )
         raise GradcheckError(f"{summary}\n{_table(mismatches)}", mismatches)
     return True

@@ -1,16 +1,18 @@
 """Optimizers with PyTorch's exact update rules, and learning-rate schedulers in PyTorch's style.
 
-``SGD`` and ``Adam`` follow ``torch.optim.SGD`` (dampening 0, no Nesterov) and ``torch.optim.Adam`` (no
-AMSGrad): weight decay is added to the gradient, SGD's momentum buffer starts as a copy of the first gradient,
-and Adam divides by the bias corrections ``1 - beta**t``. A scheduler rewrites ``optimizer.lr``; call its
-``step()`` after ``optimizer.step()``, as in PyTorch. micrograd's demo schedule (1.0 decaying linearly to 0.1
-over 100 steps) is::
+``SGD`` and ``Adam`` follow ``torch.optim.SGD`` and ``torch.optim.Adam`` (no AMSGrad, no maximize):
+weight decay is added to the gradient, SGD's momentum buffer starts as a copy of the first gradient (dampening
+applies from the second step), and Adam divides by the bias corrections ``1 - beta**t``. A scheduler rewrites
+``optimizer.lr``; call its ``step()`` after ``optimizer.step()``, as in PyTorch. micrograd's demo schedule
+(1.0 decaying linearly to 0.1 over 100 steps) is::
 
     opt = SGD(model.parameters(), lr=1.0)
     sched = LinearLR(opt, start_factor=1.0, end_factor=0.1, total_iters=100)
 
-On the native engine ``step()`` and ``zero_grad()`` run in C++ (``arenagrad.ParamGroup``), one call for all
-parameters, with the same formulas; the Python rules below serve the reference engine.
+On the native engine ``step()`` and ``zero_grad()`` run in C++ (``arenagrad.ParamGroup``, cpp/optimizer.cpp),
+one call for all parameters; the Python rules below serve the reference engine. Both are one formula: the
+Python update performs the same floating-point operations as the C++, in the same order (torch's single-tensor
+CPU kernels), so the two engines' parameters agree bit for bit. Change one only together with the other.
 """
 
 from __future__ import annotations
@@ -51,6 +53,15 @@ def write_parameters(
     if grads is not None:
         for p, g in zip(params, grads):
             p.grad = g
+
+
+def _ieee_div(a: float, b: float) -> float:
+    """``a / b`` as C++ (and torch) compute it: ±inf or nan where Python raises ZeroDivisionError."""
+    if b == 0.0:
+        if a == 0.0 or math.isnan(a):
+            return math.nan
+        return math.copysign(math.inf, a) * math.copysign(1.0, b)
+    return a / b
 
 
 def _real(
@@ -112,31 +123,59 @@ class Optimizer(ABC):
 
 
 class SGD(Optimizer):
-    """``torch.optim.SGD``: ``g += weight_decay * p``; ``buf = g`` on the first step, then
-    ``momentum*buf + g``; ``p -= lr * buf`` (``p -= lr * g`` without momentum)."""
+    """``torch.optim.SGD``: ``g += weight_decay * p``; with momentum, ``buf = g`` on the first step, then
+    ``buf = momentum*buf + (1 - dampening)*g``, and ``g = buf`` (``g += momentum*buf`` with ``nesterov``);
+    finally ``p -= lr * g``. ``dampening`` and ``nesterov`` are keyword-only; like torch, Nesterov momentum
+    needs ``momentum > 0`` and ``dampening == 0``."""
 
     def __init__(
-        self, params: Module | Iterable[AnyValue], lr: float, momentum: float = 0.0, weight_decay: float = 0.0
+        self,
+        params: Module | Iterable[AnyValue],
+        lr: float,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        *,
+        dampening: float = 0.0,
+        nesterov: bool = False,
     ) -> None:
         super().__init__(params, lr)
         self.momentum = _real(momentum, "momentum")
         self.weight_decay = _real(weight_decay, "weight_decay")
+        self.dampening = _real(dampening, "dampening", high=1.0)
+        if not isinstance(nesterov, bool):
+            raise TypeError(f"nesterov must be a bool, got {type(nesterov).__name__}")
+        if nesterov and (self.momentum == 0.0 or self.dampening != 0.0):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+        self.nesterov = nesterov
         self._buffers: list[float] | None = None
 
     def _native_step(self, group: ParamGroup) -> None:
-        group.sgd_step(lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+        group.sgd_step(
+            lr=self.lr,
+            momentum=self.momentum,
+            dampening=self.dampening,
+            weight_decay=self.weight_decay,
+            nesterov=self.nesterov,
+        )
 
     def _update(self, data: list[float], grads: list[float]) -> list[float]:
-        lr, momentum, decay = self.lr, self.momentum, self.weight_decay
-        if decay:
-            grads = [g + decay * p for p, g in zip(data, grads)]
-        if momentum:
-            if self._buffers is None:
-                self._buffers = list(grads)
-            else:
-                self._buffers = [momentum * b + g for b, g in zip(self._buffers, grads)]
-            grads = self._buffers
-        return [p - lr * g for p, g in zip(data, grads)]
+        # Operation for operation ParamGroup::sgd_step in cpp/optimizer.cpp (torch's single-tensor SGD).
+        lr, momentum, dampening, decay = self.lr, self.momentum, self.dampening, self.weight_decay
+        first = self._buffers is None
+        if momentum != 0.0 and self._buffers is None:
+            self._buffers = [0.0] * len(data)
+        buffers = self._buffers if self._buffers is not None else []
+        new = []
+        for i, (p, g) in enumerate(zip(data, grads)):
+            if decay != 0.0:
+                g = g + decay * p
+            if momentum != 0.0:
+                # torch clones g on the first step: no dampening yet.
+                buf = g if first else buffers[i] * momentum + (1.0 - dampening) * g
+                buffers[i] = buf
+                g = g + momentum * buf if self.nesterov else buf
+            new.append(p + (-lr) * g)
+        return new
 
 
 class Adam(Optimizer):
@@ -170,20 +209,29 @@ class Adam(Optimizer):
         group.adam_step(lr=self.lr, beta1=beta1, beta2=beta2, eps=self.eps, weight_decay=self.weight_decay)
 
     def _update(self, data: list[float], grads: list[float]) -> list[float]:
+        # Operation for operation ParamGroup::adam_step in cpp/optimizer.cpp, itself torch's single-tensor
+        # Adam: lerp_ for m, mul_ then addcmul_ for v, addcdiv_ for p.
         beta1, beta2 = self.betas
-        decay = self.weight_decay
+        eps, decay = self.eps, self.weight_decay
         self._t += 1
-        step_size = self.lr / (1.0 - beta1**self._t)
-        correction2_sqrt = math.sqrt(1.0 - beta2**self._t)
+        step = float(self._t)
+        bias_correction1 = 1.0 - beta1**step
+        bias_correction2 = 1.0 - beta2**step
+        step_size = self.lr / bias_correction1
+        bias_correction2_sqrt = bias_correction2**0.5  # torch writes ** 0.5 (pow), not sqrt
+        weight = 1.0 - beta1
+        m_all, v_all = self._m, self._v
         new = []
         for i, (p, g) in enumerate(zip(data, grads)):
-            if decay:
+            if decay != 0.0:
                 g = g + decay * p
-            # Same operation order as torch's lerp/addcmul, so the results agree to the last few bits.
-            m = self._m[i] + (1.0 - beta1) * (g - self._m[i])
-            v = self._v[i] * beta2 + (1.0 - beta2) * g * g
-            self._m[i], self._v[i] = m, v
-            new.append(p - step_size * (m / (math.sqrt(v) / correction2_sqrt + self.eps)))
+            m = m_all[i]
+            # torch's lerp kernel: two formulas, chosen by the weight, for accuracy at both ends.
+            m = m + weight * (g - m) if weight < 0.5 else g - (g - m) * (1.0 - weight)
+            v = v_all[i] * beta2 + (1.0 - beta2) * g * g
+            m_all[i], v_all[i] = m, v
+            denom = math.sqrt(v) / bias_correction2_sqrt + eps
+            new.append(p + _ieee_div((-step_size) * m, denom))
         return new
 
 
@@ -240,7 +288,7 @@ class LinearLR(LRScheduler):
         self.end_factor = _real(end_factor, "end_factor", high=1.0)
         if isinstance(total_iters, bool) or not isinstance(total_iters, numbers.Integral) or total_iters < 1:
             raise ValueError(f"total_iters must be a positive int, got {total_iters!r}")
-        self.total_iters = int(total_iters)
+        self.total_iters: int = int(total_iters)
         super().__init__(optimizer)
 
     def factor(self, step: int) -> float:
