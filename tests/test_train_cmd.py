@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import time
 
 import pytest
+from conftest import require_module
 
 from arenagrad import train
 from arenagrad.serialization import load
@@ -34,7 +37,9 @@ def test_small_run_prints_a_summary(engine, capsys):
     assert summary["steps"] == "5"
     assert float(summary["final loss"]) > 0
     assert re.fullmatch(r"\d+\.\d% \(\d+/24\)", summary["accuracy"])
-    assert re.fullmatch(r"\d+\.\d\d s", summary["time"])
+    assert re.fullmatch(
+        r"\d+\.\d\d s training, \d+\.\d\d s in all \(Python start-up excluded\)", summary["time"]
+    )
     model = "MLP(2, [6, 1], activation='relu')"
     assert f"trained {model} on moons (24 samples): sgd, hinge loss, {_engine_name(engine)} engine" in out
     assert err == ""  # stderr is not a terminal here, so tqdm stays silent
@@ -42,7 +47,7 @@ def test_small_run_prints_a_summary(engine, capsys):
 
 def test_default_run_is_micrograds_demo_and_reaches_full_accuracy(native, capsys):
     # micrograd's data are scikit-learn's make_moons; datasets' numpy fallback draws other points.
-    pytest.importorskip("sklearn")
+    require_module("sklearn")
     args = _parse([])
     assert (args.dataset, args.samples, args.noise, args.hidden, args.activation) == (
         "moons",
@@ -67,8 +72,8 @@ def test_default_run_is_micrograds_demo_and_reaches_full_accuracy(native, capsys
 
 
 def test_demo_follows_micrograds_trajectory(native):
-    micrograd_engine = pytest.importorskip("micrograd.engine")
-    micrograd_nn = pytest.importorskip("micrograd.nn")
+    micrograd_engine = require_module("micrograd.engine")
+    micrograd_nn = require_module("micrograd.nn")
     import random
 
     from arenagrad.datasets import moons
@@ -99,6 +104,7 @@ def test_plot_and_save(native, tmp_path, capsys):
     assert train.run(_parse(argv)) == 0
     out = capsys.readouterr().out
     assert f"wrote the plot to {plot}" in out and f"saved the model to {saved}" in out
+    assert sorted(os.listdir(tmp_path)) == ["demo.json", "demo.png"]  # the writability probes left nothing
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
     # Training is deterministic, so a second run rebuilds the saved model; the file must match it exactly.
     model = train.train_model(_parse(SMALL)).model
@@ -161,12 +167,153 @@ def test_bad_options_are_usage_errors(argv, capsys):
     assert "error: argument" in capsys.readouterr().err
 
 
-def test_unwritable_output_fails_before_training(tmp_path, capsys):
-    args = _parse([*SMALL, "--plot", str(tmp_path / "missing" / "p.png")])
-    assert train.run(args) == 1
+def _no_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(*args: object, **kwargs: object) -> None:
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(train, "train_model", fail)
+
+
+@pytest.mark.parametrize("option", ["--plot", "--save"])
+@pytest.mark.parametrize(
+    ("where", "problem"),
+    [
+        ("missing/p.png", "does not exist"),
+        ("file.txt/p.png", "is not a directory"),
+        ("folder", "it is a directory"),
+    ],
+)
+def test_unwritable_output_fails_before_training(tmp_path, capsys, monkeypatch, option, where, problem):
+    (tmp_path / "file.txt").write_text("a file, not a directory")
+    (tmp_path / "folder").mkdir()
+    _no_training(monkeypatch)
+    path = tmp_path / where
+    assert train.run(_parse([*SMALL, option, str(path)])) == 1
     out, err = capsys.readouterr()
     assert out == ""
-    assert "cannot write the plot to" in err and "does not exist" in err
+    what = "plot" if option == "--plot" else "model"
+    assert f"cannot write the {what} to {str(path)!r}: " in err and problem in err
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+@pytest.mark.parametrize("option", ["--plot", "--save"])
+def test_output_in_a_pseudo_file_system_fails_before_training(capsys, monkeypatch, option):
+    # /proc refuses new files even to root, for whom os.access says yes; it answers ENOENT, and the message
+    # must not claim that the directory is missing.
+    _no_training(monkeypatch)
+    assert train.run(_parse([*SMALL, option, "/proc/arenagrad-test.png"])) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "'/proc/arenagrad-test.png': cannot create a file in '/proc' (it does not accept new files)" in err
+
+
+def test_output_without_write_permission_fails_before_training(tmp_path, capsys, monkeypatch):
+    # The tests may run as root, who may write anywhere: stand in for a read-only directory.
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    _no_training(monkeypatch)
+    assert train.run(_parse([*SMALL, "--save", str(tmp_path / "m.json")])) == 1
+    err = capsys.readouterr().err
+    assert f"cannot write the model to {str(tmp_path / 'm.json')!r}: permission denied" in err
+
+
+def _count_updates(monkeypatch: pytest.MonkeyPatch) -> list[None]:
+    """A list that gains an item at every SGD update that runs."""
+    updates: list[None] = []
+    original = train.SGD.step
+
+    def spy(self: train.SGD) -> None:
+        updates.append(None)
+        original(self)
+
+    monkeypatch.setattr(train.SGD, "step", spy)
+    return updates
+
+
+# SMALL runs 5 steps; the 6th loss is the final evaluation, after the last update.
+@pytest.mark.parametrize(("nan_call", "where"), [(3, "at step 3 of 5"), (6, "after the last step (5)")])
+def test_a_nan_loss_stops_the_run_at_that_step(native, tmp_path, capsys, monkeypatch, nan_call, where):
+    real, calls = train._objective, []
+
+    def nan_once(*args):
+        calls.append(None)
+        total, accuracy = real(*args)
+        return (total * float("nan") if len(calls) == nan_call else total), accuracy
+
+    monkeypatch.setattr(train, "_objective", nan_once)
+    updates = _count_updates(monkeypatch)
+    saved, plot = tmp_path / "m.json", tmp_path / "p.png"
+    assert train.run(_parse([*SMALL, "--save", str(saved), "--plot", str(plot)])) == 1
+    out, err = capsys.readouterr()
+    assert len(updates) == min(nan_call - 1, 5)  # a NaN loss never reaches the weights
+    assert out == ""
+    assert err == (
+        f"arenagrad train: error: the loss became nan {where}: training diverged and was stopped; "
+        "nothing was written for --save and --plot. Try a smaller --lr (this run: 1) or a different "
+        "--activation (this run: relu).\n"
+    )
+    assert os.listdir(tmp_path) == []
+
+
+# `--activation linear` (with micrograd's lr 1.0) and `--lr 100` both ended at "accuracy: 50.0%", exit 0. The
+# first does reach NaN (at step 14 of the default run); --lr 100 never does, its loss peaks near 1e30. Both
+# pass DIVERGENCE_FACTOR times their first loss within a few steps (10 and 3 on scikit-learn's moons).
+@pytest.mark.parametrize(
+    ("extra", "lr", "activation"),
+    [(["--activation", "linear"], "1", "linear"), (["--lr", "100"], "100", "relu")],
+    ids=["linear", "lr-100"],
+)
+def test_a_diverging_run_stops_and_fails(engine, tmp_path, capsys, monkeypatch, extra, lr, activation):
+    argv = ["--samples", "8", "--steps", "30", "--engine", _engine_name(engine), *extra]
+    with pytest.raises(train.TrainingDiverged) as info:
+        train.train_model(_parse(argv))
+    step, loss, first = info.value.step, info.value.loss, info.value.first_loss
+    assert 1 < step < 30 and not loss < 1e6 * first  # `not <`: NaN counts as diverged
+
+    updates = _count_updates(monkeypatch)
+    saved = tmp_path / "m.json"
+    assert train.run(_parse([*argv, "--save", str(saved)])) == 1
+    out, err = capsys.readouterr()
+    assert len(updates) == step - 1  # the step whose loss diverged made no update
+    assert out == ""
+    assert "arenagrad train: error: the loss " in err and f" at step {step} of 30" in err
+    assert (
+        f"nothing was written for --save. Try a smaller --lr (this run: {lr}) "
+        f"or a different --activation (this run: {activation})." in err
+    )
+    assert not saved.exists()
+
+
+def test_a_loss_that_is_inf_before_any_update_blames_the_setup(native, capsys):
+    assert train.run(_parse([*SMALL, "--alpha", "1e308"])) == 1
+    err = capsys.readouterr().err
+    assert "the loss became inf at step 1 of 5" in err and "Try a smaller --alpha or --noise." in err
+
+
+def test_time_covers_what_the_user_waited_for(native, tmp_path, capsys, monkeypatch):
+    # Slow data and a slow save happen outside the training loop; "in all" must count them, "training" not.
+    from arenagrad import datasets
+
+    load, save = datasets.load, train.save
+
+    def slow_load(*args, **kwargs):
+        time.sleep(0.2)
+        return load(*args, **kwargs)
+
+    def slow_save(*args, **kwargs):
+        time.sleep(0.2)
+        return save(*args, **kwargs)
+
+    monkeypatch.setattr(datasets, "load", slow_load)
+    monkeypatch.setattr(train, "save", slow_save)
+    assert train.run(_parse([*SMALL, "--save", str(tmp_path / "m.json")])) == 0
+    out = capsys.readouterr().out
+    match = re.search(
+        r"^time: (\d+\.\d\d) s training, (\d+\.\d\d) s in all \(Python start-up excluded\)$", out, re.M
+    )
+    assert match, out
+    training, total = map(float, match.groups())
+    assert training < 0.2 and total >= 0.4
+    assert out.index("saved the model") < out.index("time: ")  # printed last, once everything is done
 
 
 def test_momentum_with_adam_is_rejected(capsys):

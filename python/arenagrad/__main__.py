@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,7 +19,11 @@ from typing import Any
 __all__ = ["build_parser", "main"]
 
 ENGINES = {"native": "arenagrad", "reference": "arenagrad.reference"}
-DRAW_FORMATS = {".svg": "svg", ".png": "png", ".pdf": "pdf"}
+# File suffix -> format. "dot" is the graph's DOT source, written as text: it needs no Graphviz program.
+DRAW_FORMATS = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".dot": "dot", ".gv": "dot"}
+# The status of a command that stopped because its reader went away (`arenagrad neuron | head -1`): what a
+# shell reports for a program killed by SIGPIPE (128 + 13), so a pipeline with `set -o pipefail` sees it too.
+BROKEN_PIPE_EXIT = 141
 # The bias the notebooks pick so that n = atanh(1/sqrt(2)) = 0.8814 and every gradient is a round number.
 NEURON_BIAS = 6.8813735870195432
 
@@ -89,8 +94,9 @@ def _run_draw(args: argparse.Namespace) -> int:
     output = Path(args.output)
     fmt = DRAW_FORMATS.get(output.suffix.lower())
     if fmt is None:
-        _error(f"cannot tell the format of {str(output)!r}: the file name must end in "
-               f"{', '.join(DRAW_FORMATS)}")
+        _error(
+            f"cannot tell the format of {str(output)!r}: the file name must end in {', '.join(DRAW_FORMATS)}"
+        )
         return 2
     values = EXAMPLES[args.example](_engine(args.engine))
     values[-1].backward()
@@ -103,12 +109,18 @@ def _run_draw(args: argparse.Namespace) -> int:
         return 1
     import graphviz
 
-    try:
-        rendered = dot.pipe(format=fmt)
-    except graphviz.ExecutableNotFound:
-        _error("Graphviz's `dot` program was not found on PATH; install Graphviz "
-               "(e.g. apt-get install graphviz, brew install graphviz) to render graphs")
-        return 1
+    if fmt == "dot":  # the source itself; rendering it with `dot -Tdot` would only add layout positions
+        rendered = dot.source.encode()
+    else:
+        try:
+            rendered = dot.pipe(format=fmt)
+        except graphviz.ExecutableNotFound:
+            _error(
+                "Graphviz's `dot` program was not found on PATH; install Graphviz "
+                "(e.g. apt-get install graphviz, brew install graphviz) to render graphs, "
+                "or write the DOT source with -o FILE.dot"
+            )
+            return 1
     try:
         output.write_bytes(rendered)
     except OSError as exc:
@@ -161,15 +173,27 @@ def build_parser(load_train: bool = True) -> argparse.ArgumentParser:
 
     draw = subparsers.add_parser(
         "draw",
-        help="render an example graph after backward() (needs Graphviz's dot)",
+        help="render an example graph after backward() (.svg, .png and .pdf need Graphviz's dot)",
         description="Render an example computation graph, after backward(), as the notebooks draw it.",
     )
-    draw.add_argument("-o", "--output", required=True, help="file to write; the extension picks the format: "
-                      + ", ".join(DRAW_FORMATS))
-    draw.add_argument("--example", choices=sorted(EXAMPLES), default="neuron",
-                      help="neuron: o = tanh(x1*w1 + x2*w2 + b) (the default); expression: L = (a*b + c) * f")
-    draw.add_argument("--rankdir", choices=["LR", "TB", "RL", "BT"], default="LR",
-                      help="layout direction (default: LR, left to right)")
+    draw.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="file to write; the extension picks the format: " + ", ".join(DRAW_FORMATS),
+    )
+    draw.add_argument(
+        "--example",
+        choices=sorted(EXAMPLES),
+        default="neuron",
+        help="neuron: o = tanh(x1*w1 + x2*w2 + b) (the default); expression: L = (a*b + c) * f",
+    )
+    draw.add_argument(
+        "--rankdir",
+        choices=["LR", "TB", "RL", "BT"],
+        default="LR",
+        help="layout direction (default: LR, left to right)",
+    )
     draw.add_argument("--engine", choices=sorted(ENGINES), default="native", help="default: native")
     draw.set_defaults(_handler=_run_draw)
 
@@ -192,6 +216,32 @@ def _wants_train(argv: Sequence[str]) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line on ``argv`` (default ``sys.argv[1:]``) and return the exit code."""
+    try:
+        status = _main(argv)
+        # Flush inside the try: a reader that has gone away would otherwise show up only at interpreter exit,
+        # as an "Exception ignored ... BrokenPipeError" message and status 120.
+        if sys.stdout is not None:  # None under pythonw
+            sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+        return BROKEN_PIPE_EXIT
+    return status
+
+
+def _silence_stdout() -> None:
+    """Point stdout at devnull, so that the flush at exit of what is still buffered cannot fail again.
+
+    This is the recipe of Python's docs ("Note on SIGPIPE", in the signal module's documentation).
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no file descriptor (an io.StringIO): nothing to break
+        pass
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
         argv = ["train", *argv]  # `arenagrad --steps 5` means the default command with options

@@ -8,13 +8,16 @@ steps, seed 1337 for the data and the weights.
 from __future__ import annotations
 
 import argparse
+import errno
+import math
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -23,11 +26,15 @@ from .nn import ACTIVATIONS, MLP, resolve_engine
 from .optim import SGD, Adam, LinearLR, Optimizer
 from .serialization import save
 
-__all__ = ["History", "TrainResult", "add_arguments", "run", "train_model"]
+__all__ = ["History", "TrainResult", "TrainingDiverged", "add_arguments", "run", "train_model"]
 
 DATASETS = ("moons", "blobs", "circles")
 DEFAULT_LR = {"sgd": 1.0, "adam": 0.05}
 FINAL_LR_FACTOR = 0.1  # micrograd's demo ends at a tenth of its starting learning rate
+# A loss this many times its first value (or than 1, if it started lower) means the run has diverged. It may
+# never reach inf (--lr 100 peaks near 1e30, then ends with a model that predicts one class), and no run on
+# these toy problems comes back from there, so stopping is more honest than reporting it as a result.
+DIVERGENCE_FACTOR = 1e6
 
 
 def _int_in(low: int, high: float = float("inf")) -> Callable[[str], int]:
@@ -161,7 +168,18 @@ class TrainResult:
     history: History
     final_loss: float  # on the full data set, after the last update
     final_accuracy: float
-    seconds: float
+    seconds: float  # the training loop and the final evaluation only: no data, model set-up or output
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or inf, or grew ``DIVERGENCE_FACTOR`` times: training stopped at ``step``."""
+
+    def __init__(self, step: int, loss: float, first_loss: float, message: str) -> None:
+        super().__init__(message)
+        # 1-based: the step whose loss (taken before its update) gave up; steps + 1 for the final evaluation.
+        self.step = step
+        self.loss = loss
+        self.first_loss = first_loss
 
 
 def _error(message: str) -> int:
@@ -171,7 +189,7 @@ def _error(message: str) -> int:
 
 def _objective(model: MLP, X: list[list[float]], y: np.ndarray, loss: str, alpha: float) -> tuple[Any, float]:
     """The loss Value on a batch and the batch accuracy (a positive score predicts class 1)."""
-    scores = [model(x) for x in X]
+    scores: list[Any] = [model(x) for x in X]
     if loss == "hinge":
         data_loss = hinge_loss(scores, (2 * y - 1).tolist())
     else:
@@ -205,11 +223,30 @@ def _make_optimizer(args: argparse.Namespace, model: MLP) -> tuple[Optimizer, Li
 
 
 def _check_output(path: str | None, what: str) -> str | None:
+    """Why ``path`` cannot take the output, or None: checked before training, so no run is wasted."""
     if path is None:
         return None
+    prefix = f"cannot write the {what} to {path!r}"
     directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        return f"{prefix}: it is a directory"
+    if not os.path.exists(directory):
+        return f"{prefix}: directory {directory!r} does not exist"
     if not os.path.isdir(directory):
-        return f"cannot write the {what} to {path!r}: directory {directory!r} does not exist"
+        return f"{prefix}: {directory!r} is not a directory"
+    if not os.access(directory, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        return f"{prefix}: permission denied"
+    # os.access says yes to root everywhere, and pseudo file systems (/proc, /sys) refuse new files whatever
+    # the permissions say; so create and remove a file there, as --save itself does (it writes a temporary
+    # file in that directory, then renames it).
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".arenagrad-probe-", dir=directory)
+    except OSError as exc:
+        # /proc answers ENOENT, which would read as if the directory were missing.
+        reason = "it does not accept new files" if exc.errno == errno.ENOENT else exc.strerror or str(exc)
+        return f"{prefix}: cannot create a file in {directory!r} ({reason})"
+    os.close(fd)
+    os.unlink(probe)
     return None
 
 
@@ -223,7 +260,8 @@ def _plot(path: str, model: MLP, X: np.ndarray, y: np.ndarray, history: History,
     xs = np.linspace(X[:, 0].min() - pad, X[:, 0].max() + pad, 90)
     ys = np.linspace(X[:, 1].min() - pad, X[:, 1].max() + pad, 90)
     grid_x, grid_y = np.meshgrid(xs, ys)
-    scores = np.array([model(p).data for p in np.column_stack([grid_x.ravel(), grid_y.ravel()]).tolist()])
+    points = np.column_stack([grid_x.ravel(), grid_y.ravel()]).tolist()
+    scores = np.array([cast(Any, model(p)).data for p in points])
     boundary.contourf(
         grid_x,
         grid_y,
@@ -264,28 +302,49 @@ def train_model(args: argparse.Namespace, engine: ModuleType | None = None) -> T
 
     start = time.perf_counter()
     bar = _progress(args.steps)
-    for _ in bar:
-        if args.batch_size is None or args.batch_size >= len(rows):
-            batch_rows, batch_y = rows, y
-        else:
-            # micrograd's sampling: a fresh random subset, without replacement, every step.
-            chosen = batches.permutation(len(rows))[: args.batch_size]
-            batch_rows, batch_y = [rows[i] for i in chosen], y[chosen]
-        total, accuracy = _objective(model, batch_rows, batch_y, args.loss, args.alpha)
-        optimizer.zero_grad()
-        total.backward()
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        history.losses.append(total.data)
-        history.accuracies.append(accuracy)
-        if hasattr(bar, "set_postfix"):
-            bar.set_postfix(loss=f"{total.data:.4f}", acc=f"{accuracy:.0%}", refresh=False)
-    final_loss, final_accuracy = _objective(model, rows, y, args.loss, args.alpha)
-    seconds = time.perf_counter() - start
-    if hasattr(bar, "close"):
-        bar.close()
+    try:
+        for step, _ in enumerate(bar, start=1):
+            if args.batch_size is None or args.batch_size >= len(rows):
+                batch_rows, batch_y = rows, y
+            else:
+                # micrograd's sampling: a fresh random subset, without replacement, every step.
+                chosen = batches.permutation(len(rows))[: args.batch_size]
+                batch_rows, batch_y = [rows[i] for i in chosen], y[chosen]
+            total, accuracy = _objective(model, batch_rows, batch_y, args.loss, args.alpha)
+            # Before the update: a NaN loss would only spread NaN through every weight.
+            _check_loss(total.data, history.losses[0] if history.losses else total.data, step, args.steps)
+            optimizer.zero_grad()
+            total.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            history.losses.append(total.data)
+            history.accuracies.append(accuracy)
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{total.data:.4f}", acc=f"{accuracy:.0%}", refresh=False)
+        final_loss, final_accuracy = _objective(model, rows, y, args.loss, args.alpha)
+        # The last update can still blow up: step steps + 1 stands for "after the last step".
+        _check_loss(final_loss.data, history.losses[0], args.steps + 1, args.steps)
+        seconds = time.perf_counter() - start
+    finally:
+        if hasattr(bar, "close"):
+            bar.close()
     return TrainResult(model, X, y, history, final_loss.data, final_accuracy, seconds)
+
+
+def _check_loss(loss: float, first_loss: float, step: int, steps: int) -> None:
+    """Raise TrainingDiverged if ``loss``, taken at ``step`` of ``steps``, is not finite or has exploded."""
+    where = f"at step {step} of {steps}" if step <= steps else f"after the last step ({steps})"
+    if not math.isfinite(loss):
+        message = f"the loss became {loss} {where}"
+    elif loss > DIVERGENCE_FACTOR * max(first_loss, 1.0):
+        message = (
+            f"the loss reached {loss:.3g} {where}, over {DIVERGENCE_FACTOR:,.0f} times its first value "
+            f"({first_loss:.3g})"
+        )
+    else:
+        return
+    raise TrainingDiverged(step, loss, first_loss, message)
 
 
 PLOT_FORMATS = ("png", "svg", "pdf", "jpg", "jpeg", "eps", "ps", "tif", "tiff", "webp")
@@ -305,8 +364,27 @@ def _check_plot(path: str) -> str | None:
     return None
 
 
+def _diverged(args: argparse.Namespace, exc: TrainingDiverged) -> int:
+    written = [flag for flag, path in (("--save", args.save), ("--plot", args.plot)) if path is not None]
+    nothing = f"; nothing was written for {' and '.join(written)}" if written else ""
+    if exc.step == 1:  # no update has run yet, so the learning rate is not to blame
+        advice = "Try a smaller --alpha or --noise."
+    else:
+        lr = DEFAULT_LR[args.optimizer] if args.lr is None else args.lr
+        advice = (
+            f"Try a smaller --lr (this run: {lr:g}) "
+            f"or a different --activation (this run: {args.activation})."
+        )
+    return _error(f"{exc}: training diverged and was stopped{nothing}. {advice}")
+
+
 def run(args: argparse.Namespace) -> int:
-    """The ``train`` command: train, print a summary, save/plot on request; returns the exit code."""
+    """The ``train`` command: train, print a summary, save/plot on request; returns the exit code.
+
+    1 for any failure: bad output paths or options found before training, a loss that became NaN, inf or
+    exploded (nothing is then saved or plotted), and errors writing the outputs.
+    """
+    start = time.perf_counter()
     if args.optimizer != "sgd" and args.momentum:
         return _error("--momentum applies to --optimizer sgd only")
     for path, what in ((args.plot, "plot"), (args.save, "model")):
@@ -321,7 +399,14 @@ def run(args: argparse.Namespace) -> int:
         engine = resolve_engine(args.engine)
     except ImportError as exc:
         return _error(str(exc))
-    result = train_model(args, engine)
+    try:
+        result = train_model(args, engine)
+    except TrainingDiverged as exc:
+        return _diverged(args, exc)
+    # Write the files before printing anything: if stdout is a pipe that closes early (`| head -1`), the
+    # command ends at that print, and it must not take the model or the plot down with it.
+    written, failure = _write_outputs(args, result)
+    total = time.perf_counter() - start  # everything after Python start-up: data, training, files
     n = len(result.y)
     print(
         f"trained {result.model!r} on {args.dataset} ({n} samples): {args.optimizer}, {args.loss} loss, "
@@ -330,17 +415,30 @@ def run(args: argparse.Namespace) -> int:
     print(f"steps: {args.steps}")
     print(f"final loss: {result.final_loss:.6f}")
     print(f"accuracy: {result.final_accuracy:.1%} ({round(result.final_accuracy * n)}/{n})")
-    print(f"time: {result.seconds:.2f} s")
-    try:
-        if args.save is not None:
-            save(result.model, args.save)
-            print(f"saved the model to {args.save}")
-        if args.plot is not None:
-            title = f"{args.dataset}, accuracy {result.final_accuracy:.1%}"
-            _plot(args.plot, result.model, result.X, result.y, result.history, title)
-            print(f"wrote the plot to {args.plot}")
-    except ImportError as exc:
-        return _error(f"{exc} (--plot needs matplotlib: pip install matplotlib)")
-    except (OSError, ValueError) as exc:
-        return _error(str(exc))
+    for line in written:
+        print(line)
+    if failure is not None:
+        return _error(failure)
+    print(f"time: {result.seconds:.2f} s training, {total:.2f} s in all (Python start-up excluded)")
     return 0
+
+
+def _write_outputs(args: argparse.Namespace, result: TrainResult) -> tuple[list[str], str | None]:
+    """Save the model and draw the plot, as asked: the lines reporting what was written, and any failure."""
+    written: list[str] = []
+    if args.save is not None:
+        try:
+            save(result.model, args.save)
+        except OSError as exc:
+            return written, f"cannot write the model to {args.save!r}: {exc.strerror or exc}"
+        written.append(f"saved the model to {args.save}")
+    if args.plot is not None:
+        title = f"{args.dataset}, accuracy {result.final_accuracy:.1%}"
+        try:
+            _plot(args.plot, result.model, result.X, result.y, result.history, title)
+        except ImportError as exc:
+            return written, f"{exc} (--plot needs matplotlib: pip install matplotlib)"
+        except (OSError, ValueError) as exc:
+            return written, f"cannot write the plot to {args.plot!r}: {exc}"
+        written.append(f"wrote the plot to {args.plot}")
+    return written, None
