@@ -1,5 +1,5 @@
+import os
 import re
-import shutil
 import subprocess
 import sys
 
@@ -8,7 +8,7 @@ import pytest
 import arenagrad
 from arenagrad.__main__ import build_parser, main
 
-needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot program is not installed")
+needs_dot = pytest.mark.usefixtures("dot_program")  # Graphviz's dot (conftest.py)
 
 NEURON_GRADS = {"x1": -1.5, "w1": 1.0, "x2": 0.5, "w2": 0.0, "b": 0.5, "n": 0.5, "o": 1.0}
 
@@ -77,8 +77,22 @@ def test_draw_rejects_unknown_extensions(tmp_path, capsys):
 def test_draw_without_the_dot_program_says_so(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     assert main(["draw", "--output", str(tmp_path / "x.svg")]) == 1
-    assert "`dot` program was not found" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "`dot` program was not found" in err and "or write the DOT source with -o FILE.dot" in err
     assert not (tmp_path / "x.svg").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "example", "label"), [("n.dot", "neuron", "x1"), ("L.GV", "expression", "L")]
+)
+def test_draw_writes_dot_source_without_the_dot_program(tmp_path, capsys, monkeypatch, name, example, label):
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty directory: no `dot` to be found
+    output = tmp_path / name
+    assert main(["draw", "-o", str(output), "--example", example]) == 0
+    source = output.read_text()
+    assert source.startswith("digraph {") and "rankdir=LR" in source
+    assert f'label="{{ {label} | data ' in source
+    assert f"to {output}" in capsys.readouterr().out
 
 
 @needs_dot
@@ -151,3 +165,65 @@ def test_a_bad_plot_name_fails_before_training(capsys, tmp_path) -> None:  # typ
     captured = capsys.readouterr()
     assert "must end in one of .png" in captured.err
     assert "final loss" not in captured.out
+
+
+def _run_into_a_closed_pipe(argv: list[str], cwd: str, unbuffered: bool) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m arenagrad argv`` with stdout a pipe whose reader has already gone.
+
+    That is what `| head -1` does to every write after its first line. Closing the read end before the child
+    starts, rather than after reading a line, makes the failure certain: it does not depend on whether the
+    child wrote everything before the reader left. Both buffering modes matter: unbuffered, the first print
+    fails; buffered (Python's default for pipes), only the flush at exit does.
+    """
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = "1"
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "arenagrad", *argv],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=cwd,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+
+
+@pytest.mark.parametrize("unbuffered", [False, True], ids=["buffered", "unbuffered"])
+def test_a_closed_pipe_ends_neuron_quietly(tmp_path, unbuffered):
+    result = _run_into_a_closed_pipe(["neuron"], str(tmp_path), unbuffered)
+    assert result.stderr == ""  # no traceback, no "Exception ignored ... BrokenPipeError"
+    assert result.returncode == 141  # 128 + SIGPIPE, as a shell reports `yes | head -1`'s yes
+
+
+def test_a_closed_pipe_ends_train_quietly_after_saving(tmp_path):
+    # Unbuffered, the summary's first print is what fails; the model must be saved by then all the same.
+    argv = ["train", "--samples", "20", "--hidden", "4", "--steps", "2", "--save", "m.json"]
+    result = _run_into_a_closed_pipe(argv, str(tmp_path), unbuffered=True)
+    assert result.stderr == ""
+    assert result.returncode == 141
+    assert (tmp_path / "m.json").stat().st_size > 0
+
+
+def test_reading_one_line_then_closing_the_pipe_is_quiet(tmp_path):
+    # The literal `arenagrad neuron | head -1`. Whether the child still has lines to write when the reader
+    # leaves is a race, so either status is fine here; the tests above make the failure certain.
+    with subprocess.Popen(
+        [sys.executable, "-m", "arenagrad", "neuron"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        cwd=tmp_path,
+    ) as child:
+        assert child.stdout is not None and child.stderr is not None
+        assert child.stdout.readline().startswith("tanh neuron")
+        child.stdout.close()
+        stderr = child.stderr.read()
+        assert child.wait(timeout=60) in (0, 141)
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr

@@ -19,6 +19,7 @@ from types import ModuleType, SimpleNamespace
 from typing import Any, Callable, Union
 
 import pytest
+from conftest import require_module
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -311,7 +312,7 @@ def test_gradients_match_finite_differences(engine: ModuleType, plan: Plan) -> N
 
 @pytest.fixture(scope="module")
 def torch() -> ModuleType:
-    return pytest.importorskip("torch")
+    return require_module("torch")
 
 
 @SETTINGS

@@ -1,12 +1,11 @@
 import re
-import shutil
 import sys
 
 import pytest
 
 from arenagrad.draw import draw_dot, trace
 
-needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot program is not installed")
+needs_dot = pytest.mark.usefixtures("dot_program")  # Graphviz's dot (conftest.py)
 
 
 def expression(engine):

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import require_module
 
 from arenagrad.losses import bce_with_logits, cross_entropy, hinge_loss, l2_penalty, mse_loss
 from arenagrad.nn import MLP
@@ -128,7 +129,7 @@ def test_cross_entropy_is_stable_at_extreme_logits(engine):
 
 
 def test_losses_match_torch(engine):
-    torch = pytest.importorskip("torch")
+    torch = require_module("torch")
     rng = np.random.default_rng(0)
     z = rng.normal(scale=3.0, size=6)
     z[:2] = [1000.0, -1000.0]

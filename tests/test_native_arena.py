@@ -157,10 +157,26 @@ def test_setting_data_grad_and_label_checks_types() -> None:
 
 
 def test_labels_are_dropped_with_their_node() -> None:
-    v = Value(1.0, label="temporary")
-    del v
-    w = Value(2.0)  # very likely the same slot
-    assert w.label == ""
+    # Labels live in a table keyed by slot. The test is only meaningful if the new nodes reuse the slots of
+    # the labelled ones, so it makes that certain: with no free slot left, the freed ones are the only ones.
+    gc.collect()
+    gc.disable()  # no collection may free other slots in between
+    try:
+        fillers = [Value(0.0) for _ in range(arena_stats()["free"])]
+        assert arena_stats()["free"] == 0
+        labelled = [Value(float(i), label=f"temporary {i}") for i in range(3)]
+        labelled.append(labelled[0] + 1.0)  # an op's result and its constant leaf: 2 more slots
+        labelled[-1].label = "sum"
+        del labelled
+        assert arena_stats()["free"] == 5
+        reused = [Value(2.0) for _ in range(3)]  # no label given, and the leaf of x * 3.0 gets none either
+        product = reused[0] * 3.0
+        assert arena_stats()["free"] == 0, "every new node must sit in a freed, once labelled slot"
+        assert [v.label for v in [*reused, product, *product._prev]] == [""] * 6
+        assert repr(reused[0]) == "Value(data=2.0, grad=0.0)"
+        del fillers
+    finally:
+        gc.enable()
 
 
 def test_values_are_invisible_to_the_cyclic_gc_but_support_weakrefs() -> None:
@@ -174,13 +190,22 @@ def test_values_are_invisible_to_the_cyclic_gc_but_support_weakrefs() -> None:
 
 def test_n_ary_child_pool_is_compacted_when_nodes_die() -> None:
     xs = [Value(float(i)) for i in range(64)]
-    capacities = []
-    for _ in range(2000):
+    kept = arenagrad.dot(xs[:3], xs[3:6])  # a live n-ary node, whose children compaction moves around
+    used = arena_stats()["pool_used"]
+    capacities: list[int] = []
+    # At least 2000 rounds, and enough that the entries dying after round 100 would fill the pool twice
+    # over: without compaction its capacity would have to grow, whatever earlier tests left it at.
+    while len(capacities) < 2000 or 192 * (len(capacities) - 100) <= 2 * capacities[100]:
         s = arenagrad.dot(xs, xs) + arenagrad.sum(xs)
+        assert arena_stats()["pool_used"] == used + 2 * 64 + 64
         del s
+        assert arena_stats()["pool_used"] == used  # a dead node's children are garbage at once
         capacities.append(arena_stats()["pool_capacity"])
-    assert arena_stats()["pool_used"] >= 0
     assert max(capacities[100:]) == capacities[100]
+    assert kept.data == 0 * 3 + 1 * 4 + 2 * 5
+    assert kept._prev == set(xs[:6])
+    kept.backward()
+    assert [x.grad for x in xs[:6]] == [3.0, 4.0, 5.0, 0.0, 1.0, 2.0]
 
 
 def test_dot_and_sum_are_single_nodes_with_the_right_gradients() -> None:

@@ -7,6 +7,7 @@ import random
 
 import numpy as np
 import pytest
+from conftest import require_module
 
 from arenagrad.losses import hinge_loss, l2_penalty
 from arenagrad.nn import MLP, Layer, Neuron, engine_of, resolve_engine
@@ -42,7 +43,7 @@ def test_micrograd_defaults(engine):
 
 
 def test_weights_match_micrograd_for_the_same_seed():
-    micrograd_nn = pytest.importorskip("micrograd.nn")
+    micrograd_nn = require_module("micrograd.nn")
     random.seed(1337)
     theirs = micrograd_nn.MLP(2, [16, 16, 1])
     ours = MLP(2, [16, 16, 1], seed=1337, engine="reference")

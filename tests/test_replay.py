@@ -7,6 +7,7 @@ import random
 
 import numpy as np
 import pytest
+from conftest import require_module
 
 import arenagrad
 from arenagrad import ParamGroup, Tape, Value, arena_stats
@@ -234,7 +235,7 @@ def test_param_group_reads_and_writes_in_bulk() -> None:
     ],
 )
 def test_native_optimizer_steps_match_torch(config: dict[str, object]) -> None:
-    torch = pytest.importorskip("torch")
+    torch = require_module("torch")
     settings = dict(config)
     kind = settings.pop("kind")
     rng = np.random.default_rng(0)
@@ -272,7 +273,7 @@ def config_without_kind(config: dict[str, object]) -> dict[str, object]:
 def test_batched_replay_trains_micrograds_demo_with_torchs_losses() -> None:
     """The full-batch moons step of issue 4, as a batched tape plus a native SGD step, against the same
     model in PyTorch (float64, batched): equal losses to 1e-9 at every step."""
-    torch = pytest.importorskip("torch")
+    torch = require_module("torch")
     from arenagrad.losses import l2_penalty
     from arenagrad.nn import MLP
 

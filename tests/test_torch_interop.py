@@ -6,10 +6,11 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import require_module
 
 from arenagrad.nn import MLP
 
-torch = pytest.importorskip("torch")
+torch = require_module("torch")
 nn = torch.nn
 
 

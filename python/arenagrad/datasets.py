@@ -54,9 +54,10 @@ def _check_seed(seed: Any) -> int | None:
         return None
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise TypeError(f"seed must be None or an integer, got {type(seed).__name__} {seed!r}")
-    if not 0 <= seed <= _MAX_SEED:
+    value = int(seed)
+    if not 0 <= value <= _MAX_SEED:
         raise ValueError(f"seed must be in [0, 2**32 - 1], got {seed}")
-    return int(seed)
+    return value
 
 
 def _sklearn_datasets() -> Any:
