@@ -1,10 +1,45 @@
 #include "optimizer.hpp"
 
 #include <cmath>
+#include <cstdio>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <unordered_map>
 
 namespace arenagrad {
 
+namespace {
+
+std::string number(double x) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.17g", x);
+    return text;
+}
+
+// The checks of torch.optim (and arenagrad.optim): a value in [low, high], or [low, high).
+void check_range(double value, const char* name, double low, double high, bool high_open = false) {
+    const bool ok = value >= low && (high_open ? value < high : value <= high);  // false for nan
+    if (!ok) {
+        throw std::invalid_argument(std::string(name) + " must lie in [" + number(low) + ", " + number(high) +
+                                    (high_open ? ")" : "]") + ", got " + number(value));
+    }
+}
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+}  // namespace
+
+// A parameter given twice would be updated twice per step with one grad: always a bug.
 ParamGroup::ParamGroup(Arena& arena, std::vector<NodeId> params) : arena_(arena), params_(std::move(params)) {
+    std::unordered_map<NodeId, std::size_t> seen;
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+        const auto [it, fresh] = seen.emplace(params_[i], i);
+        if (!fresh) {
+            throw std::invalid_argument("parameter " + std::to_string(i) + " is the same Value as parameter " +
+                                        std::to_string(it->second) + "; give each parameter once");
+        }
+    }
     for (const NodeId p : params_) arena_.retain(p);
 }
 
@@ -29,6 +64,13 @@ void ParamGroup::get_grad(double* out) const {
 }
 
 void ParamGroup::sgd_step(double lr, double momentum, double dampening, double weight_decay, bool nesterov) {
+    check_range(lr, "lr", 0.0, kInf);
+    check_range(momentum, "momentum", 0.0, kInf);
+    check_range(dampening, "dampening", 0.0, 1.0);
+    check_range(weight_decay, "weight_decay", 0.0, kInf);
+    if (nesterov && (momentum <= 0.0 || dampening != 0.0)) {
+        throw std::invalid_argument("Nesterov momentum requires a momentum and zero dampening");
+    }
     const bool first = momentum_buffer_.empty();
     if (momentum != 0.0 && first) momentum_buffer_.resize(params_.size());
     for (std::size_t i = 0; i < params_.size(); ++i) {
@@ -45,6 +87,11 @@ void ParamGroup::sgd_step(double lr, double momentum, double dampening, double w
 }
 
 void ParamGroup::adam_step(double lr, double beta1, double beta2, double eps, double weight_decay) {
+    check_range(lr, "lr", 0.0, kInf);
+    check_range(beta1, "betas[0]", 0.0, 1.0, true);
+    check_range(beta2, "betas[1]", 0.0, 1.0, true);
+    check_range(eps, "eps", 0.0, kInf);
+    check_range(weight_decay, "weight_decay", 0.0, kInf);
     if (exp_avg_.empty()) {
         exp_avg_.assign(params_.size(), 0.0);
         exp_avg_sq_.assign(params_.size(), 0.0);

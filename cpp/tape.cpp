@@ -159,6 +159,7 @@ Tape::Tape(Arena& arena, NodeId root, std::vector<NodeId> inputs) : arena_(arena
 Tape::~Tape() { arena_.release(root()); }
 
 bool Tape::forward(const double* input_values, ReplayError& error) {
+    if (input_values == nullptr && !inputs_.empty()) throw std::invalid_argument("forward needs input values");
     for (std::size_t i = 0; i < inputs_.size(); ++i) arena_.set_value(inputs_[i], input_values[i]);
     for (auto it = order_.rbegin(); it != order_.rend(); ++it) {
         const Status s = arena_.recompute(*it);
@@ -207,6 +208,11 @@ void Tape::compile() {
 }
 
 bool Tape::forward_batch(const double* x, std::size_t batch, double* out, ReplayError& error) {
+    // The core checks its own preconditions: a zero batch would leave every row pointer null.
+    if (batch == 0) throw std::invalid_argument("forward_batch needs a batch of at least one sample");
+    if (out == nullptr || (x == nullptr && !inputs_.empty())) {
+        throw std::invalid_argument("forward_batch needs input and output buffers");
+    }
     if (program_.empty()) compile();
     have_batch_forward_ = false;
     if (batch != batch_) {
@@ -384,6 +390,11 @@ void Tape::backward_batch(const double* seed, double* input_grads) {
             for (std::size_t s = 0; s < batch; ++s) input_grads[s * n_in + i] = g[s];
         }
     }
+}
+
+bool Tape::is_shared_leaf(NodeId id) const {
+    return std::find(leaves_.begin(), leaves_.begin() + static_cast<std::ptrdiff_t>(num_shared_), id) !=
+           leaves_.begin() + static_cast<std::ptrdiff_t>(num_shared_);
 }
 
 const double* Tape::batch_values(NodeId id) const {

@@ -59,8 +59,10 @@ class Tape {
     void backward() { arena_.backward_along(order_); }
 
     // --- batched replay, in the tape's own rows ---
-    // x is batch rows of inputs().size() values (row-major). Writes each sample's root value to
-    // out[sample]. On failure `error` names the op and the first failing sample.
+    // x is batch rows of inputs().size() values (row-major), batch >= 1 (std::invalid_argument
+    // otherwise). Writes each sample's root value to out[sample]. On failure `error` names the op
+    // and the first failing sample. A batch too large to index throws std::length_error, one too
+    // large to allocate std::bad_alloc; either leaves the tape as it was.
     bool forward_batch(const double* x, std::size_t batch, double* out, ReplayError& error);
     // Seeds the root's grad with seed[sample] (1 for every sample if seed is null), sweeps
     // back, and adds each shared leaf's grad, summed over the batch, into the arena's grads.
@@ -70,6 +72,9 @@ class Tape {
     // The batch of values of a node of the graph after forward_batch (batch values), or null
     // when the node is not in the graph.
     const double* batch_values(NodeId id) const;
+    // True for a leaf of the graph that is not an input (a parameter or constant): it has one value
+    // shared by every sample, so no row.
+    bool is_shared_leaf(NodeId id) const;
     std::size_t batch() const { return batch_; }
 
   private:

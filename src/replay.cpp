@@ -49,6 +49,19 @@ std::vector<NodeId> nodes_arg(const py::iterable& values, const std::string& wha
     throw py::error_already_set();
 }
 
+// obj as a C-contiguous float64 array. Only real numbers convert: numpy's forcecast would parse
+// strings ("1.5") and drop imaginary parts, both silently.
+Array real_array(const py::object& obj, const std::string& who) {
+    py::array raw = py::module_::import("numpy").attr("asarray")(obj);
+    const char kind = raw.dtype().kind();
+    if (kind != 'f' && kind != 'i' && kind != 'u' && kind != 'b') {
+        throw py::type_error(who + " expects real numbers, got an array of dtype " +
+                             py::str(raw.dtype()).cast<std::string>() +
+                             (kind == 'c' ? " (complex numbers have no place in a real-valued graph)" : ""));
+    }
+    return Array::ensure(raw);
+}
+
 py::object value_handle(NodeId id) { return py::reinterpret_steal<py::object>(handle_for(id)); }
 
 Array copy_row(const double* data, std::size_t n) {
@@ -81,7 +94,7 @@ are exact on every replay.
         .def(
             "forward",
             [](Tape& tape, const py::object& inputs) {
-                Array values = inputs.is_none() ? Array(0) : Array::ensure(inputs);
+                Array values = inputs.is_none() ? Array(0) : real_array(inputs, "forward()");
                 if (!values || values.ndim() != 1) throw py::type_error("forward() expects a 1-d sequence of numbers");
                 if (static_cast<std::size_t>(values.size()) != tape.inputs().size()) {
                     throw py::value_error("forward() expects " + std::to_string(tape.inputs().size()) +
@@ -100,7 +113,7 @@ are exact on every replay.
         .def(
             "forward_batch",
             [](Tape& tape, const py::object& x) {
-                Array batch = Array::ensure(x);
+                Array batch = real_array(x, "forward_batch()");
                 const std::size_t n_in = tape.inputs().size();
                 if (!batch || batch.ndim() != 2 || static_cast<std::size_t>(batch.shape(1)) != n_in ||
                     batch.shape(0) < 1) {
@@ -110,7 +123,14 @@ are exact on every replay.
                 const auto n = static_cast<std::size_t>(batch.shape(0));
                 Array out(static_cast<py::ssize_t>(n));
                 ReplayError error;
-                if (!tape.forward_batch(batch.data(), n, out.mutable_data(), error)) raise_replay_error(error, true);
+                bool ok = false;
+                try {
+                    ok = tape.forward_batch(batch.data(), n, out.mutable_data(), error);
+                } catch (const std::length_error& e) {  // too large to index is too large to allocate
+                    PyErr_SetString(PyExc_MemoryError, e.what());
+                    throw py::error_already_set();
+                }
+                if (!ok) raise_replay_error(error, true);
                 return out;
             },
             py::arg("x"),
@@ -122,7 +142,7 @@ are exact on every replay.
                 if (tape.batch() == 0) throw py::value_error("backward_batch() needs forward_batch() first");
                 std::vector<double> seeds;
                 if (!seed.is_none()) {
-                    Array s = Array::ensure(seed);
+                    Array s = real_array(seed, "backward_batch()");
                     if (!s || (s.ndim() != 0 && (s.ndim() != 1 || static_cast<std::size_t>(s.size()) != tape.batch()))) {
                         throw py::value_error("backward_batch() expects a number or an array of " +
                                               std::to_string(tape.batch()) + " seeds");
@@ -145,10 +165,17 @@ are exact on every replay.
         .def(
             "batch_values",
             [](const Tape& tape, py::handle value) {
-                const double* row = tape.batch_values(node_arg(value, "value"));
+                const NodeId id = node_arg(value, "value");
+                if (tape.is_shared_leaf(id)) {
+                    throw py::value_error("no batch values: this Value is a shared leaf of the graph (a parameter or "
+                                          "a constant), not an input, so it has one value for every sample; read "
+                                          "its .data");
+                }
+                if (tape.batch() == 0) throw py::value_error("no batch values: run forward_batch() first");
+                const double* row = tape.batch_values(id);
                 if (row == nullptr) {
-                    throw py::value_error("no batch values: the Value is not part of the recorded graph, or "
-                                          "forward_batch() has not run successfully");
+                    throw py::value_error("no batch values: the Value is not part of the recorded graph, or the "
+                                          "last forward_batch() failed");
                 }
                 return copy_row(row, tape.batch());
             },
@@ -188,7 +215,7 @@ ParamGroup(params) keeps its parameters alive; .data and .grad read all of them 
                 return out;
             },
             [](ParamGroup& g, const py::object& values) {
-                Array v = Array::ensure(values);
+                Array v = real_array(values, "ParamGroup.data");
                 if (!v || v.ndim() != 1 || static_cast<std::size_t>(v.size()) != g.size()) {
                     throw py::value_error("ParamGroup.data expects " + std::to_string(g.size()) + " values");
                 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import errno
 import json
 import math
@@ -343,11 +344,19 @@ def test_load_raises_the_os_error_naming_the_path(reference, tmp_path, setup, er
         load(path, engine=reference)
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root reads any file")
-def test_load_of_an_unreadable_file_raises_permission_error(reference, tmp_path) -> None:
+def test_load_of_an_unreadable_file_raises_permission_error(reference, tmp_path, monkeypatch) -> None:
     path = tmp_path / "m.json"
     save(Neuron(2, seed=0, engine=reference), path)
     path.chmod(0)
+    if hasattr(os, "geteuid") and os.geteuid() == 0:  # root reads any file: make the OS refuse as it would
+        real_open = builtins.open
+
+        def refusing_open(file, *args, **kwargs):
+            if os.fspath(file) == os.fspath(path):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+            return real_open(file, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "open", refusing_open)
     with pytest.raises(PermissionError, match=re.escape(str(path))):
         load(path, engine=reference)
 
@@ -492,3 +501,12 @@ def test_a_corrupt_size_is_rejected_before_any_model_is_built(tmp_path) -> None:
     path.write_text(json.dumps(document))
     with pytest.raises(ValueError, match="1003001000 parameters but the file holds 13"):
         arenagrad.load(path)
+
+
+@pytest.mark.parametrize("special", ["/dev/zero", "/dev/null", "fifo"])
+def test_load_refuses_special_files_instead_of_blocking_or_reading_forever(reference, tmp_path, special) -> None:
+    if special == "fifo":
+        special = str(tmp_path / "pipe")
+        os.mkfifo(special)  # opening it for reading would block until a writer came
+    with pytest.raises(OSError, match="not a regular file"):
+        load(special, engine=reference)

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <algorithm>
+#include <stdexcept>
 #include <vector>
 
 #include "arena.hpp"
@@ -175,6 +176,13 @@ void test_tape_replays_scalar_and_batched() {
     const double samples[] = {3.0, -1.0, 0.5, 4.0};
     double out[4];
     CHECK(tape.forward_batch(samples, 4, out, error));
+    bool threw = false;
+    try {
+        tape.forward_batch(samples, 0, out, error);  // the core checks its own preconditions
+    } catch (const std::invalid_argument&) {
+        threw = true;
+    }
+    CHECK(threw);
     tape.backward_batch(nullptr, out);  // input grads reuse `out`
     for (int i = 0; i < 4; ++i) {
         CHECK(tape.forward(&samples[i], error));

@@ -136,6 +136,11 @@ def load(path: PathLike, *, engine: EngineLike = None) -> Module:
     OSError of ``open(path)``, which names ``path``."""
     engine_module = resolve_engine(engine)  # the caller's mistake, reported before any file's
     where = os.fsdecode(path)
+    mode = os.stat(path).st_mode  # FileNotFoundError etc. name the path
+    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):  # a directory gets open()'s IsADirectoryError
+        # Reading a FIFO blocks until a writer comes, and a device like /dev/zero never ends.
+        kind = _KINDS.get(stat.S_IFMT(mode), "special file")
+        raise OSError(f"{where!r} is not a regular file (it is a {kind}); load() reads model files only")
     with open(path, "rb") as f:
         raw = f.read()
     try:
