@@ -1,7 +1,7 @@
 // The node arena: every node of every graph, stored as a struct of arrays.
 //
 // A node is an index into parallel arrays (value, grad, op, two child fields, reference count,
-// order bound), about 33 bytes, with no per-node heap allocation. Ops append nodes or reuse
+// order bound, allocation run), about 37 bytes, with no per-node heap allocation. Ops append nodes or reuse
 // freed slots.
 //
 // Lifetime is reference counting: a node holds one reference for each owner, where an owner is a

@@ -1,15 +1,17 @@
 // The op table: the single source of truth for what every op computes.
 //
-// Each op is one struct holding its forward rule and its local derivatives side by side, so a
-// tangent (forward-mode) rule, which is just sum_i partial_i * tangent_i, can be derived from the
-// same place later. Adding an op means: write its struct here, add one line to
-// ARENAGRAD_ELEMENTARY_OPS, and (for the pure-Python side) the reference engine. The arena, the
-// backward sweep and the Python binding are all generated from this list.
+// Each op is one struct holding its forward rule and its vector-Jacobian product (what each input's
+// grad gains from the output's grad g) side by side. Adding an op means: write its struct here, add
+// one line to ARENAGRAD_ELEMENTARY_OPS, and write the same formulas, in the same operation order, in
+// the pure-Python reference engine (python/arenagrad/reference.py); tests/test_determinism.py fails
+// until the two agree bit for bit. The arena, the backward sweep, replay and the Python binding
+// are all generated from this list.
 //
 // Forward rules follow Python's float and math-module semantics, because that is what the
 // users' micrograd code did before: errors are reported as a Status (never thrown, never a
 // silent inf/nan where Python would raise), and NaN inputs propagate without error.
-// Derivatives never fail: where one is infinite or undefined it is inf/nan under IEEE rules.
+// Derivatives never fail: where one is infinite or undefined it is inf/nan under IEEE rules,
+// except that an exactly zero local derivative contributes nothing (see rules::scale).
 #pragma once
 
 #include <cmath>
