@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from ._core import ParamGroup
 from ._core import Value as NativeValue
+from ._ieee import ieee_div as _ieee_div
 from .nn import AnyValue, Module
 
 __all__ = [
@@ -53,15 +54,6 @@ def write_parameters(
     if grads is not None:
         for p, g in zip(params, grads):
             p.grad = g
-
-
-def _ieee_div(a: float, b: float) -> float:
-    """``a / b`` as C++ (and torch) compute it: ±inf or nan where Python raises ZeroDivisionError."""
-    if b == 0.0:
-        if a == 0.0 or math.isnan(a):
-            return math.nan
-        return math.copysign(math.inf, a) * math.copysign(1.0, b)
-    return a / b
 
 
 def _real(

@@ -19,6 +19,13 @@ import numbers
 from collections.abc import Iterable
 from typing import Callable, Union
 
+from ._ieee import ieee_cos as _ieee_cos
+from ._ieee import ieee_div as _ieee_div
+from ._ieee import ieee_exp as _ieee_exp
+from ._ieee import ieee_log as _ieee_log
+from ._ieee import ieee_pow as _ieee_pow
+from ._ieee import ieee_sin as _ieee_sin
+
 __all__ = ["Value", "dot", "logsumexp", "sum"]
 
 Operand = Union["Value", float]
@@ -58,55 +65,6 @@ def _operand_error(other: object, op: str) -> TypeError:
 def _format_exponent(k: float) -> str:
     text = repr(k)
     return text[:-2] if text.endswith(".0") else text
-
-
-# -- C's math, for derivative code: IEEE results where Python's math module would raise -------------------
-
-
-def _is_odd_integer(x: float) -> bool:
-    return math.isfinite(x) and x.is_integer() and x % 2 == 1
-
-
-def _ieee_div(a: float, b: float) -> float:
-    """a / b, IEEE style: ±inf or nan instead of ZeroDivisionError."""
-    if b == 0:
-        if a == 0 or math.isnan(a):
-            return math.nan
-        return math.copysign(math.inf, a) * math.copysign(1.0, b)
-    return a / b
-
-
-def _ieee_pow(a: float, b: float) -> float:
-    """a ** b with C99 pow's results where Python would raise or go complex."""
-    if a < 0 and math.isfinite(a) and math.isfinite(b) and not b.is_integer():
-        return math.nan
-    try:
-        return a**b
-    except ZeroDivisionError:
-        return math.copysign(math.inf, a) if _is_odd_integer(b) else math.inf
-    except OverflowError:
-        return -math.inf if a < 0 and _is_odd_integer(b) else math.inf
-
-
-def _ieee_exp(a: float) -> float:
-    try:
-        return math.exp(a)
-    except OverflowError:
-        return math.inf
-
-
-def _ieee_log(a: float) -> float:
-    if a < 0:
-        return math.nan
-    return -math.inf if a == 0 else math.log(a)
-
-
-def _ieee_sin(a: float) -> float:
-    return math.sin(a) if not math.isinf(a) else math.nan
-
-
-def _ieee_cos(a: float) -> float:
-    return math.cos(a) if not math.isinf(a) else math.nan
 
 
 # -- the rules: forward values and vector-Jacobian products, as in cpp/ops.hpp -----------------------------
