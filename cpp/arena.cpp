@@ -181,9 +181,10 @@ void Arena::maybe_shrink() noexcept {
     free_cursor_ = std::min(free_cursor_, words);
     reserved_ = n;
     shrink_to(visit_mark_, std::min(visit_mark_.size(), n));
-    dfs_stack_ = {};
-    order_ = {};
-    release_stack_ = {};
+    // Swapping with an empty vector frees the buffer; assigning {} would keep its capacity.
+    std::vector<DfsFrame>().swap(dfs_stack_);
+    std::vector<NodeId>().swap(order_);
+    std::vector<NodeId>().swap(release_stack_);
     try {
         compact_pool(true);
     } catch (const std::bad_alloc&) {

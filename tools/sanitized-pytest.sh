@@ -4,7 +4,8 @@
 # The extension is built with -DARENAGRAD_SANITIZE=ON into build/asan-python and copied next to a
 # copy of the package; python runs with -S so no installed (or editable) arenagrad shadows it,
 # with site-packages on PYTHONPATH for the test dependencies, and the sanitizer runtimes preloaded
-# because the interpreter itself is not instrumented. Extra arguments go to pytest.
+# because the interpreter itself is not instrumented. Extra arguments go to pytest. The RSS tests are
+# left out: ASan's quarantine holds freed memory on purpose, so RSS measures ASan, not arenagrad.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="$root/build/asan-python"
@@ -27,4 +28,6 @@ PYTHONPATH="$stage:$site" \
 python3 -S -m pytest tests -q -p no:cacheprovider \
     --deselect tests/test_benchmarks_smoke.py \
     --deselect tests/test_project.py::test_core_passes_its_unit_tests_under_address_and_ub_sanitizers \
+    --deselect tests/test_guarantees.py::test_soak_ten_thousand_training_steps_keep_rss_and_the_arena_flat \
+    --deselect tests/test_guarantees.py::test_memory_is_given_back_after_a_large_graph_is_freed \
     -k "not examples and not cli" "$@"
