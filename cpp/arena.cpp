@@ -329,10 +329,26 @@ std::uint32_t Arena::next_epoch() {
     return visit_epoch_;
 }
 
-// Calls add_grad(child, contribution) for each differentiable child, in child order.
+namespace {
+
+// The rules' general form, for an infinite or NaN grad, kept out of line: inlined, the compiler
+// computes both forms and selects, which costs the sweep more than the rare call does.
+template <class Rule>
+__attribute__((noinline)) Grads vjp_out_of_line(double g, double a, double b, double out) {
+    return Rule::template vjp<rules::AnyGrad>(g, a, b, out);
+}
+
+__attribute__((noinline)) double scale_out_of_line(double g, double p) { return rules::AnyGrad::scale(g, p); }
+
+}  // namespace
+
+// Calls add_grad(child, contribution) for each differentiable child, in child order. A finite g
+// (almost always) takes the rules' FiniteGrad form, which skips their zero-derivative test; the
+// contributions are computed first so that add_grad, the sweep's bookkeeping, is inlined once.
 template <class AddGrad>
 __attribute__((always_inline)) inline void Arena::propagate(NodeId id, AddGrad&& add_grad) {
     const double g = grad_[id];
+    const bool finite = __builtin_expect(std::isfinite(g), 1);
     const Op op = op_[id];
     switch (op) {
         case Op::Leaf:
@@ -347,23 +363,33 @@ __attribute__((always_inline)) inline void Arena::propagate(NodeId id, AddGrad&&
             const std::uint32_t n = b_[id] / 2;
             const NodeId* x = w + n;
             for (std::uint32_t i = 0; i < n; ++i) {
-                add_grad(w[i], rules::scale(g, value_[x[i]]));
-                add_grad(x[i], rules::scale(g, value_[w[i]]));
+                const double vx = value_[x[i]];
+                const double vw = value_[w[i]];
+                add_grad(w[i], finite ? rules::FiniteGrad::scale(g, vx) : scale_out_of_line(g, vx));
+                add_grad(x[i], finite ? rules::FiniteGrad::scale(g, vw) : scale_out_of_line(g, vw));
             }
             return;
         }
         case Op::LogSumExp: {
             const NodeId* c = pool_.data() + a_[id];
             const double out = value_[id];
-            for (std::uint32_t i = 0; i < b_[id]; ++i) add_grad(c[i], rules::LogSumExp::vjp(g, value_[c[i]], out));
+            for (std::uint32_t i = 0; i < b_[id]; ++i) {
+                const double v = value_[c[i]];
+                add_grad(c[i], finite ? rules::LogSumExp::vjp<rules::FiniteGrad>(g, v, out)
+                                      : scale_out_of_line(g, std::exp(v - out)));
+            }
             return;
         }
         default:
-            visit_elementary(op, [&](auto rule) {
+            visit_elementary(op, [&](auto rule) __attribute__((always_inline)) {
                 using Rule = decltype(rule);
                 const NodeId a = a_[id];
                 const NodeId b = b_[id];
-                const Grads d = Rule::vjp(g, value_[a], Rule::arity == 2 ? value_[b] : 0.0, value_[id]);
+                const double va = value_[a];
+                const double vb = Rule::arity == 2 ? value_[b] : 0.0;
+                const double out = value_[id];
+                const Grads d = finite ? Rule::template vjp<rules::FiniteGrad>(g, va, vb, out)
+                                       : vjp_out_of_line<Rule>(g, va, vb, out);
                 add_grad(a, d.a);
                 if constexpr (differentiable_inputs<Rule>() == 2) add_grad(b, d.b);
             });

@@ -138,6 +138,7 @@ class Arena {
     template <class AddGrad>
     void propagate(NodeId id, AddGrad&& add_grad);
 
+
     // Struct of arrays, one entry per slot.
     std::vector<double> value_;
     std::vector<double> grad_;

@@ -47,10 +47,17 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 
 inline Eval ok(double v) { return {v, Status::Ok}; }
 
-// g times a local derivative p. A term whose local derivative is exactly zero contributes
-// nothing, even when g is infinite or NaN: 0 * inf would otherwise poison the sum with NaN
-// (torch and the reference engine agree). "Nothing" is +0.0, which leaves any sum unchanged.
-inline double scale(double g, double p) { return p == 0.0 ? 0.0 : g * p; }
+// How a rule multiplies the output's grad g by a local derivative p. A term whose local
+// derivative is exactly zero contributes nothing (zero), even when g is infinite or NaN, where
+// 0 * inf would otherwise poison the sum with NaN (torch and the reference engine agree).
+// AnyGrad is that rule; FiniteGrad is the same rule for a g known to be finite, where it is a
+// plain product, and lets the backward sweep skip the test for every term of a finite grad.
+struct AnyGrad {
+    static double scale(double g, double p) { return p == 0.0 && !std::isfinite(g) ? 0.0 : g * p; }
+};
+struct FiniteGrad {
+    static double scale(double g, double p) { return g * p; }
+};
 
 inline bool is_integral(double x) { return std::isfinite(x) && std::floor(x) == x; }
 
@@ -86,6 +93,7 @@ struct Add {
     static constexpr const char* name = "+";
     static constexpr int arity = 2;
     static Eval forward(double a, double b) { return ok(a + b); }
+    template <class G = AnyGrad>
     static Grads vjp(double g, double, double, double) { return {g, g}; }
 };
 
@@ -93,6 +101,7 @@ struct Sub {
     static constexpr const char* name = "-";
     static constexpr int arity = 2;
     static Eval forward(double a, double b) { return ok(a - b); }
+    template <class G = AnyGrad>
     static Grads vjp(double g, double, double, double) { return {g, -g}; }
 };
 
@@ -100,7 +109,8 @@ struct Mul {
     static constexpr const char* name = "*";
     static constexpr int arity = 2;
     static Eval forward(double a, double b) { return ok(a * b); }
-    static Grads vjp(double g, double a, double b, double) { return {scale(g, b), scale(g, a)}; }
+    template <class G = AnyGrad>
+    static Grads vjp(double g, double a, double b, double) { return {G::scale(g, b), G::scale(g, a)}; }
 };
 
 struct Div {
@@ -112,7 +122,8 @@ struct Div {
     }
     // g / b, not g * (1/b), which overflows for subnormal b; -a/b^2 as -(a/b)/b, as PyTorch does
     // (b*b underflows to zero for |b| < 1e-162).
-    static Grads vjp(double g, double, double b, double out) { return {g / b, scale(g, -(out / b))}; }
+    template <class G = AnyGrad>
+    static Grads vjp(double g, double, double b, double out) { return {g / b, G::scale(g, -(out / b))}; }
 };
 
 // a ** b with a Value exponent: gradients flow to both.
@@ -120,8 +131,9 @@ struct Pow {
     static constexpr const char* name = "**";
     static constexpr int arity = 2;
     static Eval forward(double a, double b) { return python_pow(a, b); }
+    template <class G = AnyGrad>
     static Grads vjp(double g, double a, double b, double out) {
-        return {scale(g, pow_base_partial(a, b)), scale(g, pow_exponent_partial(a, out))};
+        return {G::scale(g, pow_base_partial(a, b)), G::scale(g, pow_exponent_partial(a, out))};
     }
 };
 
@@ -131,13 +143,15 @@ struct PowConst {
     static constexpr const char* name = "**";  // the binding appends the exponent: "**2"
     static constexpr int arity = 2;
     static Eval forward(double a, double k) { return python_pow(a, k); }
-    static Grads vjp(double g, double a, double k, double) { return {scale(g, pow_base_partial(a, k)), 0.0}; }
+    template <class G = AnyGrad>
+    static Grads vjp(double g, double a, double k, double) { return {G::scale(g, pow_base_partial(a, k)), 0.0}; }
 };
 
 struct Neg {
     static constexpr const char* name = "neg";
     static constexpr int arity = 1;
     static Eval forward(double a, double) { return ok(-a); }
+    template <class G = AnyGrad>
     static Grads vjp(double g, double, double, double) { return {-g, 0.0}; }
 };
 
@@ -149,7 +163,8 @@ struct Exp {
         if (std::isinf(r) && std::isfinite(a)) return {r, Status::Overflow};
         return ok(r);
     }
-    static Grads vjp(double g, double, double, double out) { return {scale(g, out), 0.0}; }
+    template <class G = AnyGrad>
+    static Grads vjp(double g, double, double, double out) { return {G::scale(g, out), 0.0}; }
 };
 
 struct Log {
@@ -159,6 +174,7 @@ struct Log {
         if (a <= 0.0) return {0.0, Status::Domain};  // false for nan: nan propagates
         return ok(std::log(a));
     }
+    template <class G = AnyGrad>
     static Grads vjp(double g, double a, double, double) { return {g / a, 0.0}; }  // g / a: see Div
 };
 
@@ -170,6 +186,7 @@ struct Sqrt {
         return ok(std::sqrt(a));
     }
     // PyTorch's g / (2 * out); the local derivative is exactly zero only at out = inf.
+    template <class G = AnyGrad>
     static Grads vjp(double g, double, double, double out) { return {out == kInf ? 0.0 : g / (2.0 * out), 0.0}; }
 };
 
@@ -177,14 +194,16 @@ struct Tanh {
     static constexpr const char* name = "tanh";
     static constexpr int arity = 1;
     static Eval forward(double a, double) { return ok(std::tanh(a)); }
-    static Grads vjp(double g, double, double, double out) { return {scale(g, 1.0 - out * out), 0.0}; }
+    template <class G = AnyGrad>
+    static Grads vjp(double g, double, double, double out) { return {G::scale(g, 1.0 - out * out), 0.0}; }
 };
 
 struct Sigmoid {
     static constexpr const char* name = "sigmoid";
     static constexpr int arity = 1;
     static Eval forward(double a, double) { return ok(sigmoid(a)); }
-    static Grads vjp(double g, double, double, double out) { return {scale(g, out * (1.0 - out)), 0.0}; }
+    template <class G = AnyGrad>
+    static Grads vjp(double g, double, double, double out) { return {G::scale(g, out * (1.0 - out)), 0.0}; }
 };
 
 // log(1 + exp(a)), never overflowing: for a > 0 it is a + log1p(exp(-a)). The branch is inside
@@ -196,7 +215,8 @@ struct Softplus {
         if (a > 0.0) return ok(a + std::log1p(std::exp(-a)));
         return ok(std::log1p(std::exp(a)));  // nan falls through here and propagates
     }
-    static Grads vjp(double g, double a, double, double) { return {scale(g, sigmoid(a)), 0.0}; }
+    template <class G = AnyGrad>
+    static Grads vjp(double g, double a, double, double) { return {G::scale(g, sigmoid(a)), 0.0}; }
 };
 
 struct Relu {
@@ -204,6 +224,7 @@ struct Relu {
     static constexpr int arity = 1;
     // PyTorch's relu: relu(-0.0) is -0.0 and NaN propagates.
     static Eval forward(double a, double) { return ok(a < 0.0 ? 0.0 : a); }
+    template <class G = AnyGrad>
     static Grads vjp(double g, double a, double, double) { return {a > 0.0 ? g : 0.0, 0.0}; }
 };
 
@@ -214,7 +235,8 @@ struct Sin {
         if (std::isinf(a)) return {0.0, Status::Domain};
         return ok(std::sin(a));
     }
-    static Grads vjp(double g, double a, double, double) { return {scale(g, std::cos(a)), 0.0}; }
+    template <class G = AnyGrad>
+    static Grads vjp(double g, double a, double, double) { return {G::scale(g, std::cos(a)), 0.0}; }
 };
 
 struct Cos {
@@ -224,7 +246,8 @@ struct Cos {
         if (std::isinf(a)) return {0.0, Status::Domain};
         return ok(std::cos(a));
     }
-    static Grads vjp(double g, double a, double, double) { return {scale(g, -std::sin(a)), 0.0}; }
+    template <class G = AnyGrad>
+    static Grads vjp(double g, double a, double, double) { return {G::scale(g, -std::sin(a)), 0.0}; }
 };
 
 struct Abs {
@@ -232,8 +255,9 @@ struct Abs {
     static constexpr int arity = 1;
     static Eval forward(double a, double) { return ok(std::fabs(a)); }
     // PyTorch's sign(a): 0 at a == 0, NaN at NaN.
+    template <class G = AnyGrad>
     static Grads vjp(double g, double a, double, double) {
-        return {scale(g, a > 0.0 ? 1.0 : (a < 0.0 ? -1.0 : (a == 0.0 ? 0.0 : kNaN))), 0.0};
+        return {G::scale(g, a > 0.0 ? 1.0 : (a < 0.0 ? -1.0 : (a == 0.0 ? 0.0 : kNaN))), 0.0};
     }
 };
 
@@ -278,7 +302,10 @@ struct LogSumExp {
         for (std::uint32_t i = 0; i < n; ++i) s += std::exp(x(i) - m);
         return m + std::log(s);
     }
-    static double vjp(double g, double xi, double out) { return scale(g, std::exp(xi - out)); }
+    template <class G = AnyGrad>
+    static double vjp(double g, double xi, double out) {
+        return G::scale(g, std::exp(xi - out));
+    }
 };
 
 }  // namespace rules

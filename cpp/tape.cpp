@@ -110,8 +110,8 @@ void dot_forward(double* out, In<WS> w, In<XS> x, std::size_t n) {
 template <bool WS, bool XS>
 void dot_backward(const double* go, In<WS> w, In<XS> x, GradOut<WS> gw, GradOut<XS> gx, std::size_t n) {
     for (std::size_t s = 0; s < n; ++s) {
-        gw.add(s, rules::scale(go[s], x[s]));
-        gx.add(s, rules::scale(go[s], w[s]));
+        gw.add(s, rules::AnyGrad::scale(go[s], x[s]));
+        gx.add(s, rules::AnyGrad::scale(go[s], w[s]));
     }
     gw.finish(n);
     gx.finish(n);

@@ -71,8 +71,9 @@ def _format_exponent(k: float) -> str:
 
 
 def _scale(g: float, p: float) -> float:
-    """g times a local derivative; an exactly zero derivative contributes nothing, even if g is inf or nan."""
-    return 0.0 if p == 0 else g * p
+    """g times a local derivative; an exactly zero derivative contributes nothing (zero) even if g is inf or
+    nan, where 0 * inf would be nan (cpp/ops.hpp's AnyGrad)."""
+    return 0.0 if p == 0 and not math.isfinite(g) else g * p
 
 
 def _checked_pow(a: float, b: float) -> float:
