@@ -40,6 +40,7 @@ std::size_t heap_bytes(const std::vector<T>& v) {
 // Makes room for one more node so that allocate() cannot throw: every op calls this before it
 // touches any reference count, so running out of memory leaves the arena exactly as it was.
 void Arena::reserve_node() {
+    if (run_counter_ == 0xFFFFFFFFu) renumber_runs();  // before anything changes: it may throw
     // reserved_ moves only once every array has grown, so a failed reserve leaves no array short.
     if (free_count_ != 0 || value_.size() < reserved_) return;
     if (value_.size() >= kMaxNodes) throw std::length_error("arenagrad: the node arena is full (2^32 - 2 nodes)");
@@ -94,38 +95,30 @@ NodeId Arena::allocate(Op op, double value, NodeId a, NodeId b) {
 // A non-leaf node below the previous one starts a new run; within a run ids grow with creation.
 // (An equal id is the previous node's slot, freed and reused: no live node of the run lies above.)
 void Arena::start_run_if_needed(NodeId id) {
-    if (any_nonleaf_ && id < last_nonleaf_) {
-        if (run_counter_ == 0xFFFFFFFFu) renumber_runs();
-        ++run_counter_;
-    }
+    if (any_nonleaf_ && id < last_nonleaf_) ++run_counter_;  // reserve_node() kept it below the top
     any_nonleaf_ = true;
     last_nonleaf_ = id;
     run_[id] = run_counter_;
 }
 
 // Run numbers only need to order the live nodes' runs, so before the counter would wrap they are
-// replaced by their ranks (once per 2^32 runs, in practice never). Never throws: if the
-// scratch cannot be allocated, every live node is marked unordered instead, which is always safe.
+// replaced by their ranks (once per 2^32 runs, in practice never). Only the scratch allocation
+// can throw, and it comes before any change.
 void Arena::renumber_runs() {
     std::vector<std::uint32_t> runs;
-    try {
-        for (NodeId id = 0; id < value_.size(); ++id) {
-            if (op_[id] != Op::Leaf) runs.push_back(run_[id]);
-        }
-    } catch (const std::bad_alloc&) {
-        for (NodeId id = 0; id < value_.size(); ++id) low_[id] = kUnordered;
-        any_nonleaf_ = false;
-        run_counter_ = 0;
-        return;
+    for (NodeId id = 0; id < value_.size(); ++id) {
+        if (op_[id] != Op::Leaf) runs.push_back(run_[id]);
     }
+    runs.push_back(run_counter_);
     std::sort(runs.begin(), runs.end());
     runs.erase(std::unique(runs.begin(), runs.end()), runs.end());
+    const auto rank = [&](std::uint32_t run) {
+        return static_cast<std::uint32_t>(std::lower_bound(runs.begin(), runs.end(), run) - runs.begin());
+    };
     for (NodeId id = 0; id < value_.size(); ++id) {
-        if (op_[id] == Op::Leaf) continue;
-        run_[id] = static_cast<std::uint32_t>(std::lower_bound(runs.begin(), runs.end(), run_[id]) - runs.begin());
+        if (op_[id] != Op::Leaf) run_[id] = rank(run_[id]);
     }
-    // The current run keeps its rank; the caller's increment starts the next one above all ranks.
-    run_counter_ = runs.empty() ? 0 : static_cast<std::uint32_t>(runs.size() - 1);
+    run_counter_ = rank(run_counter_);  // the largest rank: later runs still number above every live one
 }
 
 // A non-leaf child in the same run was created earlier, so it has a smaller id.

@@ -53,7 +53,12 @@ inline Eval ok(double v) { return {v, Status::Ok}; }
 // AnyGrad is that rule; FiniteGrad is the same rule for a g known to be finite, where it is a
 // plain product, and lets the backward sweep skip the test for every term of a finite grad.
 struct AnyGrad {
-    static double scale(double g, double p) { return p == 0.0 && !std::isfinite(g) ? 0.0 : g * p; }
+    // Written as a select of two comparisons (g - g is 0 exactly when g is finite) so that the
+    // batched replay's loops over samples stay vectorized.
+    static double scale(double g, double p) {
+        const double r = g * p;
+        return (p == 0.0) & (g - g != 0.0) ? 0.0 : r;
+    }
 };
 struct FiniteGrad {
     static double scale(double g, double p) { return g * p; }
@@ -354,6 +359,23 @@ template <>
 constexpr int differentiable_inputs<rules::PowConst>() {
     return 1;
 }
+
+// Rules whose vjp never calls G::scale: their FiniteGrad and AnyGrad forms are the same code, so
+// batched replay skips its test of the grad row for them. (Leaving a rule out only costs time.)
+template <class Rule>
+constexpr bool scales_grad = true;
+template <>
+constexpr bool scales_grad<rules::Add> = false;
+template <>
+constexpr bool scales_grad<rules::Sub> = false;
+template <>
+constexpr bool scales_grad<rules::Neg> = false;
+template <>
+constexpr bool scales_grad<rules::Log> = false;
+template <>
+constexpr bool scales_grad<rules::Sqrt> = false;
+template <>
+constexpr bool scales_grad<rules::Relu> = false;
 
 // Calls f(Rule{}) for an elementary op; the switch lets the compiler inline each rule into
 // the caller's loop (no indirect call per node in the backward sweep).

@@ -50,12 +50,21 @@ std::vector<NodeId> nodes_arg(const py::iterable& values, const std::string& wha
 }
 
 // obj as a C-contiguous float64 array. Only real numbers convert: numpy's forcecast would parse
-// strings ("1.5") and drop imaginary parts, both silently.
-Array real_array(const py::object& obj, const std::string& who) {
-    py::array raw = py::module_::import("numpy").attr("asarray")(obj);
+// strings ("1.5") and drop imaginary parts, both silently. A float64 array, the usual argument,
+// passes straight through: this runs on every replay call.
+Array real_array(const py::object& obj, const char* who) {
+    if (Array::check_(obj)) return py::reinterpret_borrow<Array>(obj);
+    py::array raw;
+    if (py::array::check_(obj)) {
+        raw = py::reinterpret_borrow<py::array>(obj);
+    } else {
+        static PyObject* asarray = py::object(py::module_::import("numpy").attr("asarray")).release().ptr();
+        raw = py::reinterpret_steal<py::array>(PyObject_CallOneArg(asarray, obj.ptr()));
+        if (!raw) throw py::error_already_set();
+    }
     const char kind = raw.dtype().kind();
     if (kind != 'f' && kind != 'i' && kind != 'u' && kind != 'b') {
-        throw py::type_error(who + " expects real numbers, got an array of dtype " +
+        throw py::type_error(std::string(who) + " expects real numbers, got an array of dtype " +
                              py::str(raw.dtype()).cast<std::string>() +
                              (kind == 'c' ? " (complex numbers have no place in a real-valued graph)" : ""));
     }

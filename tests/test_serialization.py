@@ -504,7 +504,7 @@ def test_a_corrupt_size_is_rejected_before_any_model_is_built(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("special", ["/dev/zero", "/dev/null", "fifo"])
-def test_load_refuses_special_files_instead_of_blocking_or_reading_forever(reference, tmp_path, special) -> None:
+def test_load_refuses_special_files_instead_of_blocking_or_reading_forever(reference, tmp_path, special):
     if special == "fifo":
         special = str(tmp_path / "pipe")
         os.mkfifo(special)  # opening it for reading would block until a writer came
