@@ -18,8 +18,7 @@ constexpr std::size_t kMaxNodes = 0xFFFFFFFEu;
 // Compaction walks every slot, so it only pays off once the dead part of the pool is large.
 constexpr std::size_t kMinPoolGarbage = 4096;
 // Memory is given back only for arenas this large (about 40 MB), when at most 1/8 of the slots
-// are live: smaller arenas are cheap to keep, and the slack stops a loop that builds and drops
-// one large graph per step from shrinking and regrowing the arrays every step.
+// are live: smaller arenas are cheap to keep.
 constexpr std::size_t kShrinkMinSlots = std::size_t{1} << 20;
 
 template <class T>
@@ -147,8 +146,20 @@ void Arena::release(NodeId id) noexcept {
 
 // Cuts every array down to the highest live slot. Nothing may hold a pointer into the arrays
 // across a release(); none does (the sweeps and replay never release).
+//
+// The cost: a loop that builds and drops a graph of over 2^20 nodes per step, with nothing of it
+// alive while the next one is built, gives the memory back and regrows it every step (about 30%
+// more time per step, measured at 1.2e6 nodes). Keeping the previous step's loss alive until the
+// next one exists, as arenagrad.train does, avoids it. docs/guarantees.md states this.
 void Arena::maybe_shrink() noexcept {
-    std::size_t n = value_.size();
+    const std::size_t size = value_.size();
+    // The live slot that stopped the last scan, if it still lives in the upper half, stops this one
+    // too: checking it first keeps every release O(1) while one node pins the arena.
+    if (shrink_blocker_ < size && shrink_blocker_ >= size / 2 &&
+        (free_bits_[shrink_blocker_ / 64] >> (shrink_blocker_ % 64) & 1) == 0) {
+        return;
+    }
+    std::size_t n = size;
     while (n > 0) {
         if (n % 64 == 0 && free_bits_[n / 64 - 1] == ~std::uint64_t{0}) {
             n -= 64;
@@ -158,8 +169,11 @@ void Arena::maybe_shrink() noexcept {
             break;
         }
     }
-    if (n > value_.size() / 2) return;  // the live nodes are spread out: nothing worth giving back
-    free_count_ -= value_.size() - n;
+    if (n > size / 2) {  // a live node sits in the upper half: nothing worth giving back
+        shrink_blocker_ = n - 1;
+        return;
+    }
+    free_count_ -= size - n;
     shrink_to(value_, n);
     shrink_to(grad_, n);
     shrink_to(op_, n);
@@ -245,20 +259,27 @@ std::uint32_t Arena::allocate_pool(std::size_t n) {
 // Moves the children of live n-ary nodes to the front of a fresh pool of the same capacity (or,
 // when shrinking, of just the size in use), so building and dropping n-ary nodes forever keeps
 // the pool bounded.
+// Two passes: the copy (which may throw) changes nothing of the arena's; the offsets are rewritten
+// only once it has succeeded.
 void Arena::compact_pool(bool shrink) {
     std::vector<NodeId> fresh;
     fresh.reserve(shrink ? pool_.size() - pool_garbage_ : pool_.capacity());
     for (NodeId id = 0; id < value_.size(); ++id) {
         if (!is_nary(op_[id])) continue;  // freed slots are reset to Leaf
-        const auto offset = static_cast<NodeId>(fresh.size());
         fresh.insert(fresh.end(), pool_.begin() + a_[id], pool_.begin() + a_[id] + b_[id]);
+    }
+    NodeId offset = 0;
+    for (NodeId id = 0; id < value_.size(); ++id) {
+        if (!is_nary(op_[id])) continue;
         a_[id] = offset;
+        offset += b_[id];
     }
     pool_.swap(fresh);
     pool_garbage_ = 0;
 }
 
 NodeId Arena::nary(Op op, const NodeId* ids, std::size_t n) {
+    if (op != Op::Sum && op != Op::LogSumExp) throw std::invalid_argument("Arena::nary takes Sum or LogSumExp");
     reserve_node();
     const std::uint32_t offset = allocate_pool(n);
     for (std::size_t i = 0; i < n; ++i) {

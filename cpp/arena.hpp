@@ -115,7 +115,8 @@ class Arena {
     ArenaStats stats() const;
 
     // Test hook: the next allocation run gets this number, so tests can reach the renumbering
-    // that keeps run numbers from wrapping around.
+    // that keeps run numbers from wrapping around. Call it only on an arena with no live non-leaf
+    // node: a number below a live node's run would misorder them.
     void set_next_run_for_testing(std::uint32_t run) { run_counter_ = run; }
 
   private:
@@ -155,6 +156,8 @@ class Arena {
     std::vector<std::uint64_t> free_bits_;
     std::size_t free_cursor_ = 0;
     std::size_t free_count_ = 0;
+
+    std::size_t shrink_blocker_ = 0;  // the live slot that stopped the last shrink
 
     std::uint32_t run_counter_ = 0;  // the current allocation run
     NodeId last_nonleaf_ = 0;        // id of the latest non-leaf allocation

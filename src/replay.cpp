@@ -49,6 +49,17 @@ std::vector<NodeId> nodes_arg(const py::iterable& values, const std::string& wha
     throw py::error_already_set();
 }
 
+// True when every element of an object array is a numbers.Real, as Value() accepts.
+bool all_real(const py::array& objects) {
+    static PyObject* real = py::object(py::module_::import("numbers").attr("Real")).release().ptr();
+    for (py::handle item : objects.attr("ravel")()) {
+        const int is_real = PyObject_IsInstance(item.ptr(), real);
+        if (is_real < 0) throw py::error_already_set();
+        if (is_real == 0) return false;
+    }
+    return true;
+}
+
 // obj as a C-contiguous float64 array. Only real numbers convert: numpy's forcecast would parse
 // strings ("1.5") and drop imaginary parts, both silently. A float64 array, the usual argument,
 // passes straight through: this runs on every replay call.
@@ -63,6 +74,7 @@ Array real_array(const py::object& obj, const char* who) {
         if (!raw) throw py::error_already_set();
     }
     const char kind = raw.dtype().kind();
+    if (kind == 'O' && all_real(raw)) return Array::ensure(raw);  // Fraction, ints beyond 64 bits
     if (kind != 'f' && kind != 'i' && kind != 'u' && kind != 'b') {
         throw py::type_error(std::string(who) + " expects real numbers, got an array of dtype " +
                              py::str(raw.dtype()).cast<std::string>() +

@@ -97,3 +97,11 @@ def test_param_group_sgd_validates_like_optim_sgd(kwargs: dict, message: str) ->
     with pytest.raises(ValueError, match=message):
         group.sgd_step(lr=0.1, **kwargs)
     assert a.data == 1.0
+
+
+def test_real_numbers_python_accepts_are_accepted_too() -> None:
+    from fractions import Fraction
+
+    tape, _, _ = make_tape()
+    assert tape.forward([Fraction(1, 2)]) == tape.forward([0.5])
+    assert tape.forward([2**70]) == tape.forward([float(2**70)])
