@@ -210,6 +210,66 @@ bool Tape::forward(const double* input_values, ReplayError& error) {
     return true;
 }
 
+// --- forward mode ----------------------------------------------------------------------------
+
+// Runs on the row program (rows name nodes; values are read from the arena), so it shares the
+// compiled operand lists with batched replay.
+double Tape::jvp(const double* tangents) {
+    if (tangents == nullptr && !inputs_.empty()) throw std::invalid_argument("jvp needs one tangent per input");
+    if (program_.empty()) compile();
+    const std::size_t n_in = inputs_.size();
+    tangent_.assign(std::size_t{zero_row_} + 1, 0.0);
+    active_.assign(std::size_t{zero_row_} + 1, 0);
+    for (std::size_t i = 0; i < n_in; ++i) {
+        tangent_[i] = tangents[i];
+        active_[i] = tangents[i] != 0.0;  // a zero tangent is a symbolic zero
+    }
+    const auto value = [&](std::uint32_t operand) {
+        if ((operand & kShared) != 0) return arena_.value(leaves_[operand & ~kShared]);
+        return operand == zero_row_ ? 0.0 : arena_.value(row_node_[operand]);
+    };
+    const auto active = [&](std::uint32_t operand) { return (operand & kShared) == 0 && active_[operand] != 0; };
+    for (const Instruction& ins : program_) {
+        double t = 0.0;
+        bool any = false;
+        const auto add = [&](double term) {
+            t = any ? t + term : term;
+            any = true;
+        };
+        const std::uint32_t* c = operands_.data() + ins.a;
+        if (ins.op == Op::Sum) {
+            for (std::uint32_t k = 0; k < ins.b; ++k) {
+                if (active(c[k])) add(tangent_[c[k]]);
+            }
+        } else if (ins.op == Op::Dot) {
+            const std::uint32_t n = ins.b / 2;
+            for (std::uint32_t k = 0; k < n; ++k) {
+                if (active(c[k])) add(rules::AnyGrad::scale(tangent_[c[k]], value(c[n + k])));
+                if (active(c[n + k])) add(rules::AnyGrad::scale(tangent_[c[n + k]], value(c[k])));
+            }
+        } else if (ins.op == Op::LogSumExp) {
+            const double out = value(ins.out);
+            for (std::uint32_t k = 0; k < ins.b; ++k) {
+                if (active(c[k])) add(rules::LogSumExp::vjp(tangent_[c[k]], value(c[k]), out));
+            }
+        } else {
+            visit_elementary(ins.op, [&](auto rule) {
+                using Rule = decltype(rule);
+                const double va = value(ins.a);
+                const double vb = value(ins.b);
+                const double out = value(ins.out);
+                if (active(ins.a)) add(Rule::vjp(tangent_[ins.a], va, vb, out).a);
+                if constexpr (differentiable_inputs<Rule>() == 2) {
+                    if (active(ins.b)) add(Rule::vjp(tangent_[ins.b], va, vb, out).b);
+                }
+            });
+        }
+        tangent_[ins.out] = t;
+        active_[ins.out] = any;
+    }
+    return active_[root_row()] != 0 ? tangent_[root_row()] : 0.0;
+}
+
 // --- batched replay --------------------------------------------------------------------------
 
 // Builds into locals and swaps them in at the end, so a failed compile leaves no half program.

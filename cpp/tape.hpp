@@ -57,6 +57,13 @@ class Tape {
     bool forward(const double* input_values, ReplayError& error);
     // Exactly Arena::backward(root), along the recorded order.
     void backward() { arena_.backward_along(order_); }
+    // Forward mode: the directional derivative of the root along `tangents` (one per input) at the
+    // graph's current values (those of the last forward(), or of recording). Every rule's vjp is
+    // linear in g, so a node's tangent is the sum, in child order, of its rule applied to each
+    // input's tangent. Only nodes that depend on an input with a nonzero tangent are active (JAX's
+    // symbolic zeros): an infinite or NaN local derivative of anything else never reaches the
+    // result, so d/dx (x * sqrt(y)) at y = 0 with only x seeded is sqrt(0) = 0, not NaN.
+    double jvp(const double* tangents);
 
     // --- batched replay, in the tape's own rows ---
     // x is batch rows of inputs().size() values (row-major), batch >= 1 (std::invalid_argument
@@ -116,6 +123,8 @@ class Tape {
     std::vector<double> shared_values_;
     std::vector<double> shared_grads_;
     std::vector<double> scratch_;  // two rows: shared operands' per-sample gradients
+    std::vector<double> tangent_;  // per row: forward-mode tangents (jvp)
+    std::vector<char> active_;     // per row: does it depend on a seeded input?
     bool have_batch_forward_ = false;
 };
 

@@ -128,6 +128,20 @@ are exact on every replay.
             py::arg("inputs") = py::none(),
             "Writes the inputs into their leaves, recomputes every node in place and returns the root's "
             "value: equal, bit for bit, to building the graph again with those values.")
+        .def(
+            "jvp",
+            [](Tape& tape, const py::object& tangents) {
+                Array t = real_array(tangents, "jvp()");
+                if (t.ndim() != 1 || static_cast<std::size_t>(t.size()) != tape.inputs().size()) {
+                    throw py::value_error("jvp() expects " + std::to_string(tape.inputs().size()) +
+                                          " tangents, one per input");
+                }
+                return tape.jvp(t.data());
+            },
+            py::arg("tangents"),
+            "Forward mode: the directional derivative of the root along `tangents` (one per input) at the "
+            "graph's current values (those of the last forward(), or of recording). Inputs whose tangent is 0 "
+            "are inactive: their infinite or NaN partials do not reach the result (JAX's symbolic zeros).")
         .def("backward", &Tape::backward,
              "root.backward() along the recorded order: fresh grads for the graph's nodes, accumulated "
              "grads for its leaves.")
