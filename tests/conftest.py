@@ -21,7 +21,8 @@ ENGINE_MODULES = {"native": "arenagrad", "reference": "arenagrad.reference"}
 
 
 def in_ci() -> bool:
-    return bool(os.environ.get("CI"))
+    """CI=true (as .ci/run and most CI services set it), 1 or yes; CI=false or 0 is not CI."""
+    return os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
 
 
 def missing(reason: str) -> NoReturn:

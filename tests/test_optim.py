@@ -360,3 +360,26 @@ def test_same_grads_give_torchs_parameters(engine, kind):
             expected = [t.item() for t in tensors]
             scale = max(abs(x) for x in expected)
             assert [p.data for p in params] == pytest.approx(expected, rel=1e-15, abs=1e-15 * scale), kwargs
+
+
+@pytest.mark.parametrize("engine_name", ["native", "reference"])
+def test_hyperparameters_changed_between_steps_are_checked_alike_on_both_engines(engine_name, request):
+    """A scheduler (or a user) may change lr or betas between steps: both engines refuse a bad value at
+    the next step, with the same error, instead of one raising and the other taking a wrong step."""
+    engine = request.getfixturevalue(engine_name)
+    p = engine.Value(1.0)
+    opt = SGD([p], lr=0.1)
+    sched = LambdaLR(opt, lambda k: -1.0 if k else 1.0)
+    p.grad = 1.0
+    opt.step()
+    sched.step()
+    with pytest.raises(ValueError, match="lr must lie in"):
+        opt.step()
+    assert p.data == 0.9
+    q = engine.Value(1.0)
+    adam = Adam([q])
+    adam.betas = (1.0, 0.999)
+    q.grad = 1.0
+    with pytest.raises(ValueError, match=r"betas\[0\] must lie in"):
+        adam.step()
+    assert q.data == 1.0

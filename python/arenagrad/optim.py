@@ -98,12 +98,18 @@ class Optimizer(ABC):
             write_parameters(self.params, grads=[0.0] * len(self.params))
 
     def step(self) -> None:
+        # Hyperparameters are plain attributes that schedulers (and users) change between steps, so
+        # they are checked here, on both engines alike: the native step would refuse them too.
+        self._check_hyperparameters()
         if self._group is not None:
             self._native_step(self._group)
         else:
             data, grads = read_parameters(self.params)
             write_parameters(self.params, data=self._update(data, grads))
         self.steps += 1
+
+    def _check_hyperparameters(self) -> None:
+        _real(self.lr, "lr")
 
     @abstractmethod
     def _native_step(self, group: ParamGroup) -> None:
@@ -134,12 +140,19 @@ class SGD(Optimizer):
         self.momentum = _real(momentum, "momentum")
         self.weight_decay = _real(weight_decay, "weight_decay")
         self.dampening = _real(dampening, "dampening", high=1.0)
-        if not isinstance(nesterov, bool):
-            raise TypeError(f"nesterov must be a bool, got {type(nesterov).__name__}")
-        if nesterov and (self.momentum == 0.0 or self.dampening != 0.0):
-            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
         self.nesterov = nesterov
+        self._check_hyperparameters()
         self._buffers: list[float] | None = None
+
+    def _check_hyperparameters(self) -> None:
+        super()._check_hyperparameters()
+        _real(self.momentum, "momentum")
+        _real(self.weight_decay, "weight_decay")
+        _real(self.dampening, "dampening", high=1.0)
+        if not isinstance(self.nesterov, bool):
+            raise TypeError(f"nesterov must be a bool, got {type(self.nesterov).__name__}")
+        if self.nesterov and (self.momentum == 0.0 or self.dampening != 0.0):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
 
     def _native_step(self, group: ParamGroup) -> None:
         group.sgd_step(
@@ -191,9 +204,19 @@ class Adam(Optimizer):
         )
         self.eps = _real(eps, "eps")
         self.weight_decay = _real(weight_decay, "weight_decay")
+        self._check_hyperparameters()
         self._m = [0.0] * len(self.params)
         self._v = [0.0] * len(self.params)
         self._t = 0
+
+    def _check_hyperparameters(self) -> None:
+        super()._check_hyperparameters()
+        if not isinstance(self.betas, Sequence) or len(self.betas) != 2:
+            raise TypeError(f"betas must be a pair of floats, got {self.betas!r}")
+        _real(self.betas[0], "betas[0]", high=1.0, high_open=True)
+        _real(self.betas[1], "betas[1]", high=1.0, high_open=True)
+        _real(self.eps, "eps")
+        _real(self.weight_decay, "weight_decay")
 
     def _native_step(self, group: ParamGroup) -> None:
         self._t += 1
