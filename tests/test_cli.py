@@ -1,3 +1,4 @@
+import errno
 import os
 import re
 import subprocess
@@ -227,3 +228,59 @@ def test_reading_one_line_then_closing_the_pipe_is_quiet(tmp_path):
         stderr = child.stderr.read()
         assert child.wait(timeout=60) in (0, 141)
     assert "Traceback" not in stderr and "BrokenPipeError" not in stderr
+
+
+def _fake_dot(directory, script: str) -> None:
+    """A `dot` program on PATH, alone there, that runs ``script`` (sh)."""
+    directory.mkdir()
+    dot = directory / "dot"
+    dot.write_text(f"#!/bin/sh\n{script}\n")
+    dot.chmod(0o755)
+
+
+@pytest.mark.skipif(not os.path.exists("/bin/sh"), reason="needs /bin/sh for the fake dot")
+def test_draw_reports_a_failing_dot_program_without_a_traceback(tmp_path, capsys, monkeypatch):
+    _fake_dot(tmp_path / "bin", 'echo "Error: dot: out of coffee" >&2\nexit 3')
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    output = tmp_path / "x.svg"
+    output.write_text("the old drawing")
+    assert main(["draw", "-o", str(output)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        "arenagrad: error: Graphviz's `dot` failed to render svg (exit status 3): Error: dot: out of coffee\n"
+    )
+    assert output.read_text() == "the old drawing"
+
+
+def test_a_failed_draw_keeps_the_old_file(tmp_path, capsys, monkeypatch):
+    output = tmp_path / "n.dot"
+    output.write_text("the old drawing")
+
+    def replace(src: str, dst: str) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    assert main(["draw", "-o", str(output)]) == 1
+    assert f"cannot write {str(output)!r}: {os.strerror(errno.ENOSPC)}" in capsys.readouterr().err
+    assert output.read_text() == "the old drawing"
+    assert os.listdir(tmp_path) == ["n.dot"]  # no temporary file left behind
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs POSIX resource limits")
+def test_a_draw_over_the_file_size_limit_keeps_the_old_file(tmp_path):
+    # A real failed write (EFBIG, as a full disk would fail it), in a child so the limit binds it alone.
+    # Python ignores SIGXFSZ, so the write fails instead of killing the process.
+    output = tmp_path / "n.dot"
+    output.write_text("the old drawing")
+    code = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (100, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))\n"
+        "from arenagrad.__main__ import main\n"
+        f"sys.exit(main(['draw', '-o', {str(output)!r}]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr == f"arenagrad: error: cannot write {str(output)!r}: {os.strerror(errno.EFBIG)}\n"
+    assert output.read_text() == "the old drawing"
+    assert os.listdir(tmp_path) == ["n.dot"]

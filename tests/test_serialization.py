@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import builtins
+import contextlib
 import errno
 import json
 import math
 import os
+import pickle
 import random
 import re
 import stat
+import sys
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -349,14 +352,14 @@ def test_load_of_an_unreadable_file_raises_permission_error(reference, tmp_path,
     save(Neuron(2, seed=0, engine=reference), path)
     path.chmod(0)
     if hasattr(os, "geteuid") and os.geteuid() == 0:  # root reads any file: make the OS refuse as it would
-        real_open = builtins.open
+        real_open = os.open
 
         def refusing_open(file, *args, **kwargs):
             if os.fspath(file) == os.fspath(path):
                 raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
             return real_open(file, *args, **kwargs)
 
-        monkeypatch.setattr(builtins, "open", refusing_open)
+        monkeypatch.setattr(os, "open", refusing_open)
     with pytest.raises(PermissionError, match=re.escape(str(path))):
         load(path, engine=reference)
 
@@ -510,3 +513,80 @@ def test_load_refuses_special_files_instead_of_blocking_or_reading_forever(refer
         os.mkfifo(special)  # opening it for reading would block until a writer came
     with pytest.raises(OSError, match="not a regular file"):
         load(special, engine=reference)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_load_checks_the_file_it_opened_so_a_swapped_in_fifo_cannot_block_it(
+    reference, tmp_path, monkeypatch
+) -> None:
+    # A path that was a regular file when checked and a FIFO when opened: checking with os.stat, then opening
+    # the path again, would block until a writer came. Here os.stat reports the regular file it saw before the
+    # swap; a watchdog thread plays the writer after a few seconds, so that a blocked load fails, not hangs.
+    regular, fifo = tmp_path / "m.json", tmp_path / "swapped.json"
+    save(Neuron(2, seed=0, engine=reference), regular)
+    os.mkfifo(fifo)
+    real_stat = os.stat
+
+    def stale_stat(path, *args, **kwargs):
+        return real_stat(regular if os.fspath(path) == str(fifo) else path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", stale_stat)
+    done = threading.Event()
+
+    def unblock() -> None:
+        if not done.wait(5):
+            with contextlib.suppress(OSError):
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+    watchdog = threading.Thread(target=unblock)
+    watchdog.start()
+    try:
+        with pytest.raises(OSError, match=r"is not a regular file \(it is a FIFO\)"):
+            load(fifo, engine=reference)
+    finally:
+        done.set()
+        watchdog.join()
+
+
+def test_save_syncs_the_data_to_disk_before_the_rename(reference, tmp_path, monkeypatch) -> None:
+    # Without the fsync, a crash can leave the rename on disk but not the data: an empty or truncated model.
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}") if os.path.isdir("/proc/self/fd") else ""))
+        real_fsync(fd)
+
+    def replace(src: str, dst: str) -> None:
+        events.append(("replace", src))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    save(Neuron(2, seed=0, engine=reference), tmp_path / "m.json")
+    assert [what for what, _ in events] == ["fsync", "replace"]
+    if events[0][1]:
+        assert events[0][1] == events[1][1]  # the temporary file's data is what was synced
+
+
+def test_save_to_an_empty_path_raises_file_not_found_like_open(reference, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError) as excinfo:
+        open("", "w")  # what save must match
+    with pytest.raises(FileNotFoundError) as saved:
+        save(Neuron(2, seed=0, engine=reference), "")
+    assert (saved.value.errno, saved.value.filename) == (excinfo.value.errno, "")
+    assert os.listdir(tmp_path) == []
+
+
+def test_unpickling_imports_no_engine_but_the_two(reference, tmp_path, monkeypatch) -> None:
+    # A pickle names its engine module; loading it must not import whatever module the bytes name.
+    (tmp_path / "planted_engine.py").write_text("raise AssertionError('the planted module was imported')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    data = pickle.dumps(Neuron(2, seed=0, engine=reference), protocol=0)
+    name = b"\nVarenagrad.reference\n"  # protocol 0 writes the engine's name as a text line
+    assert data.count(name) == 1
+    with pytest.raises(TypeError, match="unknown engine 'planted_engine'"):
+        pickle.loads(data.replace(name, b"\nVplanted_engine\n"))
+    assert "planted_engine" not in sys.modules
+    assert pickle.loads(data).engine is reference

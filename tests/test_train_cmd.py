@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import re
 import time
@@ -326,3 +327,162 @@ def test_dispatcher_runs_train(native, capsys):
 
     assert main(["train", *SMALL]) == 0
     assert _summary(capsys.readouterr().out)["steps"] == "5"
+
+
+def _only_entry(tmp_path, name: str) -> None:
+    """``name`` is all there is in ``tmp_path``: no temporary or probe file was left behind."""
+    assert sorted(os.listdir(tmp_path)) == [name]
+
+
+@pytest.mark.parametrize(
+    ("name", "magic"), [("p.svg", b"<?xml"), ("p.PDF", b"%PDF"), ("p.jpg", b"\xff\xd8\xff")]
+)
+def test_the_plot_format_follows_the_extension(native, tmp_path, name, magic):
+    # The plot is rendered in memory before it is written: the format must come from the name, not a default.
+    plot = tmp_path / name
+    assert train.run(_parse([*SMALL, "--plot", str(plot)])) == 0
+    assert plot.read_bytes().startswith(magic)
+    _only_entry(tmp_path, name)
+
+
+def test_a_failed_plot_write_keeps_the_old_file(native, tmp_path, capsys, monkeypatch):
+    plot = tmp_path / "p.png"
+    plot.write_bytes(b"the old plot")
+
+    def replace(src: str, dst: str) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    assert train.run(_parse([*SMALL, "--plot", str(plot)])) == 1
+    err = capsys.readouterr().err
+    assert f"cannot write the plot to {str(plot)!r}: {os.strerror(errno.ENOSPC)}" in err
+    assert plot.read_bytes() == b"the old plot"
+    _only_entry(tmp_path, "p.png")
+
+
+def _special_outputs(tmp_path) -> dict[str, tuple[str, str]]:
+    """Paths save() refuses, each with the reason the check before training must give."""
+    os.mkfifo(tmp_path / "pipe.png")
+    (tmp_path / "link.png").symlink_to(tmp_path / "missing" / "m.png")
+    return {
+        "dev-null": (os.devnull, "it is a character device, not a regular file"),
+        "fifo": (str(tmp_path / "pipe.png"), "it is a FIFO, not a regular file"),
+        "link-into-a-missing-directory": (
+            str(tmp_path / "link.png"),
+            f"directory {str(tmp_path / 'missing')!r} does not exist",
+        ),
+        "trailing-separator": (str(tmp_path / "new") + os.sep, "it ends in a path separator"),
+        "empty": ("", "the path is empty"),
+    }
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo") or os.devnull != "/dev/null", reason="needs FIFOs and /dev")
+@pytest.mark.parametrize("option", ["--plot", "--save"])
+@pytest.mark.parametrize(
+    "case", ["dev-null", "fifo", "link-into-a-missing-directory", "trailing-separator", "empty"]
+)
+def test_outputs_that_save_refuses_fail_before_training(tmp_path, capsys, monkeypatch, option, case):
+    path, problem = _special_outputs(tmp_path)[case]
+    _no_training(monkeypatch)
+    assert train.run(_parse([*SMALL, option, path])) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    what = "plot" if option == "--plot" else "model"
+    assert f"cannot write the {what} to {path!r}: {problem}" in err
+    assert sorted(os.listdir(tmp_path)) == ["link.png", "pipe.png"]  # nothing created, nothing replaced
+    assert os.path.exists(os.devnull) and not os.path.isfile(os.devnull)
+
+
+def test_a_read_only_file_passes_the_check_as_save_replaces_it(native, tmp_path, capsys):
+    # save() replaces a file by renaming over it, which needs only the directory's permission: the check
+    # before training must not refuse what save() then does.
+    saved = tmp_path / "m.json"
+    saved.write_text("old", encoding="utf-8")
+    saved.chmod(0o444)
+    assert train.run(_parse([*SMALL, "--save", str(saved)])) == 0
+    assert load(saved).nin == 2 and saved.stat().st_mode & 0o777 == 0o444
+
+
+@pytest.mark.parametrize(
+    ("argv", "problem"),
+    [
+        (
+            ["--samples", "100000000000000000000"],
+            "argument --samples: expected a whole number in [2, 10000000]",
+        ),
+        (["--samples", str(train.MAX_SAMPLES + 1)], "argument --samples: expected a whole number in"),
+        (
+            ["--hidden", "8", str(train.MAX_HIDDEN + 1)],
+            "argument --hidden: expected a whole number in [1, 100000]",
+        ),
+        (["--hidden", "1000", "1000"], "argument --hidden: an MLP 2-1000-1000-1 has 1,005,001 parameters"),
+    ],
+    ids=["samples-1e20", "samples", "hidden-width", "parameters"],
+)
+def test_sizes_beyond_the_caps_are_usage_errors(argv, problem, capsys):
+    with pytest.raises(SystemExit) as info:
+        _parse(argv)
+    assert info.value.code == 2
+    assert problem in capsys.readouterr().err
+
+
+def test_the_caps_themselves_are_accepted():
+    args = _parse(["--samples", str(train.MAX_SAMPLES), "--hidden", str(train.MAX_HIDDEN)])
+    assert (args.samples, args.hidden) == (train.MAX_SAMPLES, [train.MAX_HIDDEN])
+    assert _parse(["--hidden"]).hidden == []  # no hidden layer: a linear model, as before
+
+
+def test_a_huge_sample_count_is_a_usage_error_from_the_command_line(capsys):
+    from arenagrad.__main__ import main
+
+    assert main(["train", "--samples", "100000000000000000000"]) == 2
+    err = capsys.readouterr().err
+    assert "argument --samples" in err and "Traceback" not in err
+
+
+OUT_OF_MEMORY = "out of memory making 24 samples and an MLP 2-6-1; try a smaller --samples or --hidden"
+
+
+def _raise(error: BaseException) -> object:
+    def fail(*args: object, **kwargs: object) -> None:
+        raise error
+
+    return fail
+
+
+@pytest.mark.parametrize(
+    ("where", "error", "message"),
+    [
+        ("data", MemoryError(), OUT_OF_MEMORY),
+        ("model", MemoryError(), OUT_OF_MEMORY),
+        ("data", ValueError("n_samples too large"), "cannot make the data or the model: n_samples too large"),
+    ],
+    ids=["data-memory", "model-memory", "data-value"],
+)
+def test_data_or_a_model_that_cannot_be_made_fails_cleanly(
+    native, tmp_path, capsys, monkeypatch, where, error, message
+):
+    from arenagrad import datasets
+
+    if where == "data":
+        monkeypatch.setattr(datasets, "load", _raise(error))
+    else:
+        monkeypatch.setattr(train, "MLP", _raise(error))
+    updates = _count_updates(monkeypatch)
+    saved = tmp_path / "m.json"
+    assert train.run(_parse([*SMALL, "--save", str(saved)])) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and updates == []
+    assert err == f"arenagrad train: error: {message}\n"
+    assert not saved.exists()
+    with pytest.raises(train.TrainingSetupError, match=re.escape(message)):
+        train.train_model(_parse(SMALL))
+
+
+def test_running_out_of_memory_while_training_fails_cleanly(native, capsys, monkeypatch):
+    monkeypatch.setattr(train, "_objective", _raise(MemoryError()))
+    assert train.run(_parse(SMALL)) == 1
+    assert capsys.readouterr().err == (
+        "arenagrad train: error: out of memory while training; try a smaller --batch-size, --samples or "
+        "--hidden\n"
+    )

@@ -113,7 +113,8 @@ def _run_draw(args: argparse.Namespace) -> int:
         rendered = dot.source.encode()
     else:
         try:
-            rendered = dot.pipe(format=fmt)
+            # quiet: dot's messages go into the error below rather than, unannounced, straight to stderr.
+            rendered = dot.pipe(format=fmt, quiet=True)
         except graphviz.ExecutableNotFound:
             _error(
                 "Graphviz's `dot` program was not found on PATH; install Graphviz "
@@ -121,13 +122,34 @@ def _run_draw(args: argparse.Namespace) -> int:
                 "or write the DOT source with -o FILE.dot"
             )
             return 1
+        except graphviz.CalledProcessError as exc:
+            status = _exit_status(exc.returncode)
+            _error(f"Graphviz's `dot` failed to render {fmt} ({status}){_dot_says(exc)}")
+            return 1
+    from .serialization import _atomic_write_bytes
+
     try:
-        output.write_bytes(rendered)
+        # Through a temporary file and a rename, as save() writes models: a failed write leaves an existing
+        # file as it was.
+        _atomic_write_bytes(output, rendered)
     except OSError as exc:
         _error(f"cannot write {str(output)!r}: {exc.strerror or exc}")
         return 1
     print(f"wrote the {args.example} graph ({len(values)} Values, {fmt}) to {output}")
     return 0
+
+
+def _exit_status(returncode: int) -> str:
+    return f"killed by signal {-returncode}" if returncode < 0 else f"exit status {returncode}"
+
+
+def _dot_says(exc: Any) -> str:
+    """What the failed ``dot`` wrote to stderr, as the end of an error message ("" if nothing)."""
+    stderr = exc.stderr
+    if isinstance(stderr, bytes):
+        stderr = stderr.decode("utf-8", errors="replace")
+    stderr = (stderr or "").strip()
+    return f": {stderr}" if stderr else ""
 
 
 def _load_train() -> tuple[ModuleType | None, BaseException | None]:

@@ -156,6 +156,10 @@ def _preview(names: Sequence[str], limit: int = 5) -> str:
     return f"[{shown}{', ...' if len(names) > limit else ''}] ({len(names)})"
 
 
+# The engines a pickled module may name: unpickling imports the name, and importing runs a module's code.
+_PICKLABLE_ENGINES = ("arenagrad", "arenagrad.reference")
+
+
 class Module(ABC):
     """Base class: a callable holding named scalar parameters of one engine."""
 
@@ -224,17 +228,25 @@ class Module(ABC):
         state = self.__dict__.copy()
         engine = state.get("engine")
         if isinstance(engine, ModuleType):
-            if sys.modules.get(engine.__name__) is not engine:
+            # Refused here, not only when loaded: __setstate__ imports nothing but the two engines.
+            if engine.__name__ not in _PICKLABLE_ENGINES or sys.modules.get(engine.__name__) is not engine:
                 raise TypeError(
-                    f"cannot pickle or copy {type(self).__name__}: its engine {engine!r} cannot be imported "
-                    "by its name"
+                    f"cannot pickle or copy {type(self).__name__}: its engine {engine!r} is neither "
+                    "arenagrad nor arenagrad.reference"
                 )
             state["engine"] = engine.__name__
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        if isinstance(state.get("engine"), str):
-            state = {**state, "engine": importlib.import_module(state["engine"])}
+        engine = state.get("engine")
+        if isinstance(engine, str):
+            # Only the two engines: the name comes from the pickle, and importing a module runs its code.
+            if engine not in _PICKLABLE_ENGINES:
+                raise TypeError(
+                    f"cannot unpickle or copy {type(self).__name__}: unknown engine {engine!r} (expected "
+                    "'arenagrad' or 'arenagrad.reference')"
+                )
+            state = {**state, "engine": importlib.import_module(engine)}
         self.__dict__.update(state)
 
     def _label_parameters(self) -> None:

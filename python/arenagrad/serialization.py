@@ -50,8 +50,11 @@ def save(model: Module, path: PathLike) -> None:
     """Write ``model``'s architecture and weights to ``path``, replacing the file atomically.
 
     A symlink is written through: its target is replaced and the link stays a link. A path that names anything
-    but a regular file (a directory, FIFO, device or socket) raises an OSError and is left untouched. A new
-    file gets the permissions ``open(path, "w")`` would give it; a replaced file keeps its own."""
+    but a regular file (a directory, FIFO, device or socket) raises an OSError and is left untouched, and so
+    does a path ending in a separator; an empty path raises FileNotFoundError, as ``open("")`` does. A new
+    file gets the permissions ``open(path, "w")`` would give it; a replaced file keeps its own. The data
+    reaches the disk (fsync) before the rename, so a crash leaves the old file or the new one, never a
+    truncated one."""
     name = type(model).__name__
     if _MODULES.get(name) is not type(model):
         raise TypeError(f"save supports {', '.join(_MODULES)}, got {name}")
@@ -62,10 +65,18 @@ def save(model: Module, path: PathLike) -> None:
         "config": model.config(),
         "parameters": {key: float(value) for key, value in model.state_dict().items()},
     }
-    text = json.dumps(document, indent=1)
+    _atomic_write_bytes(path, json.dumps(document, indent=1).encode("utf-8"))
+
+
+def _atomic_write_bytes(path: PathLike, data: bytes) -> None:
+    """Replace the file at ``path`` with ``data`` atomically, by save()'s rules (its docstring).
+
+    The one writer of every file arenagrad makes: models (save), plots (``train --plot``) and graphs
+    (``draw -o``). An error is an OSError naming ``path`` as the caller gave it."""
     where = os.fsdecode(path)
     try:
-        _replace(where, text)
+        target, mode = _resolve_target(where)
+        _replace(target, mode, data)
     except OSError as exc:
         if exc.errno is None or (exc.filename == where and exc.filename2 is None):
             raise
@@ -73,34 +84,100 @@ def save(model: Module, path: PathLike) -> None:
         raise OSError(exc.errno, exc.strerror, where) from exc
 
 
-def _replace(where: str, text: str) -> None:
-    """Atomically replace the regular file at ``where`` (or its symlink's target) with ``text``."""
+def _resolve_target(where: str) -> tuple[str, int | None]:
+    """The file that writing ``where`` replaces, symlinks resolved, and its mode bits (None: no file yet).
+
+    Raises the OSError that writing would: FileNotFoundError for an empty path (as open("") does),
+    IsADirectoryError for a directory or a path ending in a separator, _NotRegularFile for a FIFO, device or
+    socket, and whatever os.stat raises but FileNotFoundError (a missing file is created)."""
+    if not where:
+        # realpath("") is the current directory: without this, "" would read as a directory.
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), where)
     if where.endswith(os.sep) or (os.altsep and where.endswith(os.altsep)):
-        # realpath would drop the slash and save() would create a file where the caller meant a directory.
+        # realpath would drop the separator and a file would be created where the caller meant a directory.
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), where)
     # Like open(path, "w"), follow symlinks: the file replaced is the link's target, and the link survives.
     target = os.path.realpath(where)
     try:
-        mode: int | None = _regular_file_mode(target, where)
+        return target, _regular_file_mode(target, where)
     except FileNotFoundError:
-        mode = None
-    directory = os.path.dirname(target)
-    # The temporary file lives next to the target so that the rename stays on one filesystem and is atomic:
-    # a crash never leaves a truncated model behind. O_EXCL makes a new file, never one planted there.
+        return target, None
+
+
+def _create_temporary(directory: str) -> tuple[int, str]:
+    """A new, empty file in ``directory``, opened for writing: its descriptor and path."""
     tmp = os.path.join(directory, f".arenagrad-{secrets.token_hex(8)}.tmp")
-    # 0o666 less the umask (applied by the kernel) is exactly what open(path, "w") gives a new file. Reading
-    # the umask would mean setting it, for a moment, for every thread of the process.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+    # O_EXCL makes a new file, never one planted there. 0o666 less the umask (applied by the kernel) is
+    # exactly what open(path, "w") gives a new file; reading the umask would mean setting it, for a moment,
+    # for every thread of the process.
+    return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666), tmp
+
+
+def _replace(target: str, mode: int | None, data: bytes) -> None:
+    """Atomically replace the file ``target`` (mode ``mode``, None: new) with ``data``."""
+    # The temporary file lives next to the target so that the rename stays on one filesystem and is atomic.
+    fd, tmp = _create_temporary(os.path.dirname(target))
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with os.fdopen(fd, "wb") as f:
             if mode is not None:
                 os.fchmod(f.fileno(), mode)  # a replaced file keeps its permissions
-            f.write(text)
+            f.write(data)
+            # On disk before the rename: after a crash the path holds the old file or the whole new one,
+            # never a truncated one (without it, the rename can reach the disk before the data).
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _write_problem(path: PathLike) -> str | None:
+    """Why _atomic_write_bytes (and so save) would refuse or fail to write ``path``, or None.
+
+    For checks made before long work (``train --save/--plot``): the same rules, then a file created and
+    removed where the temporary file would go, since os.access says yes to root everywhere and pseudo file
+    systems (/proc, /sys) refuse new files whatever the permissions say."""
+    where = os.fsdecode(path)
+    if not where:
+        return "the path is empty"
+    try:
+        target, _ = _resolve_target(where)
+    except _NotRegularFile as exc:
+        return f"it is a {exc.kind}, not a regular file"
+    except IsADirectoryError:
+        if os.path.isdir(where):
+            return "it is a directory"
+        return "it ends in a path separator, so it names a directory"
+    except NotADirectoryError:  # a parent is a file: named below
+        target = os.path.realpath(where)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    directory = os.path.dirname(target)
+    if not os.path.exists(directory):
+        return f"directory {directory!r} does not exist"
+    if not os.path.isdir(directory):
+        return f"{directory!r} is not a directory"
+    if not os.access(directory, os.W_OK):
+        return "permission denied"
+    try:
+        fd, probe = _create_temporary(directory)
+    except OSError as exc:
+        # /proc answers ENOENT, which would read as if the directory were missing.
+        reason = "it does not accept new files" if exc.errno == errno.ENOENT else exc.strerror or str(exc)
+        return f"cannot create a file in {directory!r} ({reason})"
+    os.close(fd)
+    os.unlink(probe)
+    return None
+
+
+class _NotRegularFile(OSError):
+    """A FIFO, device or socket where a file was to be read or written: ``kind`` says which."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 def _regular_file_mode(target: str, where: str) -> int:
@@ -113,10 +190,11 @@ def _regular_file_mode(target: str, where: str) -> int:
         # and writing into one cannot be atomic. It is an OSError, like shutil's SpecialFileError: what sits
         # at a path is a fact about the filesystem, not a bad argument, and callers that handle failed writes
         # already catch OSError.
-        kind = _KINDS.get(stat.S_IFMT(mode), "special file")
-        raise OSError(
-            f"{where!r} is not a regular file (it is a {kind}); save() writes model files only, replacing "
-            "them atomically"
+        kind = _kind(mode)
+        raise _NotRegularFile(
+            f"{where!r} is not a regular file (it is a {kind}); only a regular file can be replaced "
+            "atomically",
+            kind,
         )
     return mode & 0o777
 
@@ -129,6 +207,10 @@ _KINDS = {
 }
 
 
+def _kind(mode: int) -> str:
+    return _KINDS.get(stat.S_IFMT(mode), "special file")
+
+
 def load(path: PathLike, *, engine: EngineLike = None) -> Module:
     """Rebuild the model saved at ``path`` on ``engine`` (None: native).
 
@@ -136,12 +218,25 @@ def load(path: PathLike, *, engine: EngineLike = None) -> Module:
     OSError of ``open(path)``, which names ``path``."""
     engine_module = resolve_engine(engine)  # the caller's mistake, reported before any file's
     where = os.fsdecode(path)
-    mode = os.stat(path).st_mode  # FileNotFoundError etc. name the path
-    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):  # a directory gets open()'s IsADirectoryError
-        # Reading a FIFO blocks until a writer comes, and a device like /dev/zero never ends.
-        kind = _KINDS.get(stat.S_IFMT(mode), "special file")
-        raise OSError(f"{where!r} is not a regular file (it is a {kind}); load() reads model files only")
-    with open(path, "rb") as f:
+    # One descriptor for the check and the read: a path checked, then opened, could be swapped for a FIFO in
+    # between. O_NONBLOCK makes opening a FIFO return at once instead of waiting for a writer; it changes
+    # nothing for a regular file. Errors name ``where``, the caller's path.
+    fd = os.open(where, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):  # Linux opens a directory for reading; open(path) raises this
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), where)
+        if not stat.S_ISREG(mode):
+            # Reading a FIFO blocks until a writer comes, and a device like /dev/zero never ends.
+            kind = _kind(mode)
+            raise _NotRegularFile(
+                f"{where!r} is not a regular file (it is a {kind}); load() reads model files only", kind
+            )
+        f = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with f:
         raw = f.read()
     try:
         document = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys)

@@ -8,13 +8,12 @@ steps, seed 1337 for the data and the weights.
 from __future__ import annotations
 
 import argparse
-import errno
+import io
 import math
 import os
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, cast
@@ -24,9 +23,17 @@ import numpy as np
 from .losses import bce_with_logits, hinge_loss, l2_penalty
 from .nn import ACTIVATIONS, MLP, resolve_engine
 from .optim import SGD, Adam, LinearLR, Optimizer
-from .serialization import save
+from .serialization import _atomic_write_bytes, _write_problem, save
 
-__all__ = ["History", "TrainResult", "TrainingDiverged", "add_arguments", "run", "train_model"]
+__all__ = [
+    "History",
+    "TrainResult",
+    "TrainingDiverged",
+    "TrainingSetupError",
+    "add_arguments",
+    "run",
+    "train_model",
+]
 
 DATASETS = ("moons", "blobs", "circles")
 DEFAULT_LR = {"sgd": 1.0, "adam": 0.05}
@@ -35,6 +42,14 @@ FINAL_LR_FACTOR = 0.1  # micrograd's demo ends at a tenth of its starting learni
 # never reach inf (--lr 100 peaks near 1e30, then ends with a model that predicts one class), and no run on
 # these toy problems comes back from there, so stopping is more honest than reporting it as a result.
 DIVERGENCE_FACTOR = 1e6
+# Upper bounds of the options that size the run, far beyond what a scalar engine trains in reasonable time
+# (the demo has 100 samples and 337 parameters; a million parameters take about 4 s and 0.5 GB to build,
+# and a forward pass over 100 samples then makes 10^8 nodes). They turn a typo such as --samples
+# 100000000000000000000 or --hidden 100000 100000 into a usage error instead of a traceback or an
+# allocation that takes the machine's memory.
+MAX_SAMPLES = 10_000_000
+MAX_HIDDEN = 100_000  # neurons in one hidden layer
+MAX_PARAMETERS = 1_000_000  # in the whole MLP 2-hidden...-1
 
 
 def _int_in(low: int, high: float = float("inf")) -> Callable[[str], int]:
@@ -52,6 +67,32 @@ def _int_in(low: int, high: float = float("inf")) -> Callable[[str], int]:
 
 
 _positive_int = _int_in(1)
+
+
+def _parameter_count(hidden: Sequence[int]) -> int:
+    """How many parameters the ``train`` MLP has: 2 inputs, the ``hidden`` layers, one output."""
+    sizes = [2, *hidden, 1]
+    return sum((a + 1) * b for a, b in zip(sizes, sizes[1:]))
+
+
+class _HiddenSizes(argparse.Action):
+    """Stores the --hidden sizes, refusing a model over MAX_PARAMETERS parameters (a usage error)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        count = _parameter_count(values)
+        if count > MAX_PARAMETERS:
+            raise argparse.ArgumentError(
+                self,
+                f"an MLP {'-'.join(map(str, [2, *values, 1]))} has {count:,} parameters; at most "
+                f"{MAX_PARAMETERS:,} are allowed",
+            )
+        setattr(namespace, self.dest, values)
 
 
 def _float_at_least(low: float, strict: bool) -> Callable[[str], float]:
@@ -73,7 +114,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``train`` options to ``parser``; the defaults reproduce micrograd's demo."""
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", choices=DATASETS, default="moons", help="toy data set (default: moons)")
-    data.add_argument("--samples", type=_int_in(2), default=100, help="number of points (default: 100)")
+    data.add_argument(
+        "--samples",
+        type=_int_in(2, MAX_SAMPLES),
+        default=100,
+        help=f"number of points, at most {MAX_SAMPLES:,} (default: 100)",
+    )
     data.add_argument(
         "--noise",
         type=_float_at_least(0.0, False),
@@ -83,11 +129,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model = parser.add_argument_group("model")
     model.add_argument(
         "--hidden",
-        type=_positive_int,
+        type=_int_in(1, MAX_HIDDEN),
         nargs="*",
+        action=_HiddenSizes,
         default=[16, 16],
         metavar="SIZE",
-        help="hidden layer sizes (default: 16 16); the output layer is one linear neuron",
+        help=f"hidden layer sizes, each at most {MAX_HIDDEN:,}, with at most {MAX_PARAMETERS:,} parameters "
+        "in all (default: 16 16); the output layer is one linear neuron",
     )
     model.add_argument(
         "--activation", choices=ACTIVATIONS, default="relu", help="hidden activation (default: relu)"
@@ -171,6 +219,10 @@ class TrainResult:
     seconds: float  # the training loop and the final evaluation only: no data, model set-up or output
 
 
+class TrainingSetupError(RuntimeError):
+    """The data set or the model could not be made (out of memory, or values the data generator refuses)."""
+
+
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or inf, or grew ``DIVERGENCE_FACTOR`` times: training stopped at ``step``."""
 
@@ -223,31 +275,14 @@ def _make_optimizer(args: argparse.Namespace, model: MLP) -> tuple[Optimizer, Li
 
 
 def _check_output(path: str | None, what: str) -> str | None:
-    """Why ``path`` cannot take the output, or None: checked before training, so no run is wasted."""
+    """Why ``path`` cannot take the output, or None: checked before training, so no run is wasted.
+
+    The rules are the writer's own (serialization._write_problem): what passes here is what save() and the
+    plot's atomic write accept."""
     if path is None:
         return None
-    prefix = f"cannot write the {what} to {path!r}"
-    directory = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        return f"{prefix}: it is a directory"
-    if not os.path.exists(directory):
-        return f"{prefix}: directory {directory!r} does not exist"
-    if not os.path.isdir(directory):
-        return f"{prefix}: {directory!r} is not a directory"
-    if not os.access(directory, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
-        return f"{prefix}: permission denied"
-    # os.access says yes to root everywhere, and pseudo file systems (/proc, /sys) refuse new files whatever
-    # the permissions say; so create and remove a file there, as --save itself does (it writes a temporary
-    # file in that directory, then renames it).
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".arenagrad-probe-", dir=directory)
-    except OSError as exc:
-        # /proc answers ENOENT, which would read as if the directory were missing.
-        reason = "it does not accept new files" if exc.errno == errno.ENOENT else exc.strerror or str(exc)
-        return f"{prefix}: cannot create a file in {directory!r} ({reason})"
-    os.close(fd)
-    os.unlink(probe)
-    return None
+    problem = _write_problem(path)
+    return None if problem is None else f"cannot write the {what} to {path!r}: {problem}"
 
 
 def _plot(path: str, model: MLP, X: np.ndarray, y: np.ndarray, history: History, title: str) -> None:
@@ -285,7 +320,11 @@ def _plot(path: str, model: MLP, X: np.ndarray, y: np.ndarray, history: History,
     accuracy.set_ylabel("accuracy")
     accuracy.set_ylim(0.0, 1.05)
     fig.legend(loc="outside lower center", ncols=2)
-    fig.savefig(path, dpi=100)
+    # Rendered in memory, then written atomically: a failed write leaves an existing file as it was. The
+    # extension names the format, as savefig(path) would read it (_check_plot accepted it).
+    image = io.BytesIO()
+    fig.savefig(image, format=os.path.splitext(path)[1].lower().lstrip("."), dpi=100)
+    _atomic_write_bytes(path, image.getvalue())
 
 
 def train_model(args: argparse.Namespace, engine: ModuleType | None = None) -> TrainResult:
@@ -293,9 +332,18 @@ def train_model(args: argparse.Namespace, engine: ModuleType | None = None) -> T
     from . import datasets
 
     engine = resolve_engine(args.engine) if engine is None else engine
-    X, y = datasets.load(args.dataset, n_samples=args.samples, noise=args.noise, seed=args.seed)
-    rows = X.tolist()
-    model = MLP(2, [*args.hidden, 1], args.activation, seed=args.seed, engine=engine)
+    try:
+        X, y = datasets.load(args.dataset, n_samples=args.samples, noise=args.noise, seed=args.seed)
+        rows = X.tolist()
+        model = MLP(2, [*args.hidden, 1], args.activation, seed=args.seed, engine=engine)
+    except MemoryError:
+        shape = "-".join(map(str, [2, *args.hidden, 1]))
+        raise TrainingSetupError(
+            f"out of memory making {args.samples:,} samples and an MLP {shape}; try a smaller --samples "
+            "or --hidden"
+        ) from None
+    except ValueError as exc:  # e.g. a generator that refuses the sizes asked for
+        raise TrainingSetupError(f"cannot make the data or the model: {exc}") from exc
     optimizer, scheduler = _make_optimizer(args, model)
     batches = np.random.default_rng(args.seed)
     history = History()
@@ -381,8 +429,9 @@ def _diverged(args: argparse.Namespace, exc: TrainingDiverged) -> int:
 def run(args: argparse.Namespace) -> int:
     """The ``train`` command: train, print a summary, save/plot on request; returns the exit code.
 
-    1 for any failure: bad output paths or options found before training, a loss that became NaN, inf or
-    exploded (nothing is then saved or plotted), and errors writing the outputs.
+    1 for any failure: bad output paths or options found before training, data or a model that cannot be
+    made (out of memory), a loss that became NaN, inf or exploded (nothing is then saved or plotted), and
+    errors writing the outputs.
     """
     start = time.perf_counter()
     if args.optimizer != "sgd" and args.momentum:
@@ -403,6 +452,10 @@ def run(args: argparse.Namespace) -> int:
         result = train_model(args, engine)
     except TrainingDiverged as exc:
         return _diverged(args, exc)
+    except TrainingSetupError as exc:
+        return _error(str(exc))
+    except MemoryError:  # the graph of a batch: samples times parameters nodes
+        return _error("out of memory while training; try a smaller --batch-size, --samples or --hidden")
     # Write the files before printing anything: if stdout is a pipe that closes early (`| head -1`), the
     # command ends at that print, and it must not take the model or the plot down with it.
     written, failure = _write_outputs(args, result)
@@ -438,7 +491,9 @@ def _write_outputs(args: argparse.Namespace, result: TrainResult) -> tuple[list[
             _plot(args.plot, result.model, result.X, result.y, result.history, title)
         except ImportError as exc:
             return written, f"{exc} (--plot needs matplotlib: pip install matplotlib)"
-        except (OSError, ValueError) as exc:
+        except OSError as exc:
+            return written, f"cannot write the plot to {args.plot!r}: {exc.strerror or exc}"
+        except ValueError as exc:
             return written, f"cannot write the plot to {args.plot!r}: {exc}"
         written.append(f"wrote the plot to {args.plot}")
     return written, None
