@@ -354,6 +354,10 @@ __attribute__((noinline)) Grads vjp_out_of_line(double g, double a, double b, do
 
 __attribute__((noinline)) double scale_out_of_line(double g, double p) { return rules::AnyGrad::scale(g, p); }
 
+__attribute__((noinline)) double logsumexp_vjp_out_of_line(double g, double x, double out) {
+    return rules::LogSumExp::vjp<rules::AnyGrad>(g, x, out);
+}
+
 }  // namespace
 
 // Calls add_grad(child, contribution) for each differentiable child, in child order. A finite g
@@ -390,7 +394,7 @@ __attribute__((always_inline)) inline void Arena::propagate(NodeId id, AddGrad&&
             for (std::uint32_t i = 0; i < b_[id]; ++i) {
                 const double v = value_[c[i]];
                 add_grad(c[i], finite ? rules::LogSumExp::vjp<rules::FiniteGrad>(g, v, out)
-                                      : scale_out_of_line(g, std::exp(v - out)));
+                                      : logsumexp_vjp_out_of_line(g, v, out));
             }
             return;
         }
