@@ -41,7 +41,7 @@ std::size_t heap_bytes(const std::vector<T>& v) {
 void Arena::reserve_node() {
     if (run_counter_ == 0xFFFFFFFFu) renumber_runs();  // before anything changes: it may throw
     // reserved_ moves only once every array has grown, so a failed reserve leaves no array short.
-    if (free_count_ != 0 || value_.size() < reserved_) return;
+    if (value_.size() < reserved_ || free_slot_available()) return;
     if (value_.size() >= kMaxNodes) throw std::length_error("arenagrad: the node arena is full (2^32 - 2 nodes)");
     const std::size_t want = std::min(kMaxNodes, std::max<std::size_t>(64, 2 * value_.size()));
     value_.reserve(want);
@@ -56,18 +56,45 @@ void Arena::reserve_node() {
     reserved_ = want;
 }
 
+// Whether allocate() will reuse a slot. Above a floor (set while a derivative is recorded, see
+// FloorScope; it rises past every node allocated meanwhile) that means a free slot at or above
+// it; floor_cursor_ is the first word that may hold one, and only moves up during a recording
+// (slots freed behind it wait for the next one).
+bool Arena::free_slot_available() {
+    if (free_count_ == 0) return false;
+    if (alloc_floor_ == 0) return true;
+    const std::size_t first = alloc_floor_ / 64;
+    std::size_t w = std::max(floor_cursor_, first);
+    for (; w < free_bits_.size(); ++w) {
+        std::uint64_t word = free_bits_[w];
+        if (w == first) word &= ~std::uint64_t{0} << (alloc_floor_ % 64);
+        if (word != 0) break;
+    }
+    floor_cursor_ = w;
+    return w < free_bits_.size();
+}
+
+// The lowest free slot (above the floor, if one is set): free_slot_available() said there is one.
 NodeId Arena::take_free_slot() {
-    while (free_bits_[free_cursor_] == 0) ++free_cursor_;  // free_count_ > 0: a set bit lies ahead
-    std::uint64_t& word = free_bits_[free_cursor_];
-    const auto bit = static_cast<NodeId>(__builtin_ctzll(word));
-    word &= word - 1;
+    std::size_t w;
+    std::uint64_t mask = ~std::uint64_t{0};
+    if (alloc_floor_ == 0) {
+        while (free_bits_[free_cursor_] == 0) ++free_cursor_;  // free_count_ > 0: a set bit lies ahead
+        w = free_cursor_;
+    } else {
+        w = floor_cursor_;
+        if (w == alloc_floor_ / 64) mask <<= alloc_floor_ % 64;
+    }
+    std::uint64_t& word = free_bits_[w];
+    const auto bit = static_cast<NodeId>(__builtin_ctzll(word & mask));
+    word &= ~(std::uint64_t{1} << bit);
     --free_count_;
-    return static_cast<NodeId>(free_cursor_ * 64) + bit;
+    return static_cast<NodeId>(w * 64) + bit;
 }
 
 NodeId Arena::allocate(Op op, double value, NodeId a, NodeId b) {
     NodeId id;
-    if (free_count_ != 0) {
+    if (free_slot_available()) {
         id = take_free_slot();
         value_[id] = value;
         grad_[id] = 0.0;
@@ -88,6 +115,9 @@ NodeId Arena::allocate(Op op, double value, NodeId a, NodeId b) {
         run_.push_back(0);
     }
     if (op != Op::Leaf) start_run_if_needed(id);
+    // While recording, ids only grow: a recorded graph lies in one run, even when its temporaries
+    // are freed along the way.
+    if (alloc_floor_ != 0) alloc_floor_ = id + 1;
     return id;
 }
 
@@ -152,6 +182,7 @@ void Arena::release(NodeId id) noexcept {
 // more time per step, measured at 1.2e6 nodes). Keeping the previous step's loss alive until the
 // next one exists, as arenagrad.train does, avoids it. docs/guarantees.md states this.
 void Arena::maybe_shrink() noexcept {
+    if (alloc_floor_ != 0) return;  // a derivative is being recorded: keep the slots above the floor
     const std::size_t size = value_.size();
     // The live slot that stopped the last scan, if it still lives in the upper half, stops this one
     // too: checking it first keeps every release O(1) while one node pins the arena.
@@ -364,8 +395,7 @@ __attribute__((noinline)) double logsumexp_vjp_out_of_line(double g, double x, d
 // (almost always) takes the rules' FiniteGrad form, which skips their zero-derivative test; the
 // contributions are computed first so that add_grad, the sweep's bookkeeping, is inlined once.
 template <class AddGrad>
-__attribute__((always_inline)) inline void Arena::propagate(NodeId id, AddGrad&& add_grad) {
-    const double g = grad_[id];
+__attribute__((always_inline)) inline void Arena::propagate(NodeId id, double g, AddGrad&& add_grad) {
     const bool finite = __builtin_expect(std::isfinite(g), 1);
     const Op op = op_[id];
     switch (op) {
@@ -431,7 +461,7 @@ void Arena::sweep_ordered(NodeId root, std::vector<NodeId>* visited) {
                     if (op_[c] != Op::Leaf) visit_mark_[c] = epoch;
                 }
             } else {
-                propagate(id, [&](NodeId c, double v) {
+                propagate(id, grad_[id], [&](NodeId c, double v) {
                     if (op_[c] == Op::Leaf) {
                         grad_[c] += v;
                     } else if (visit_mark_[c] != epoch) {
@@ -527,11 +557,11 @@ void Arena::backward_along(const std::vector<NodeId>& order) {
     if (order.empty()) return;
     for (const NodeId n : order) grad_[n] = 0.0;
     grad_[order.front()] = 1.0;
-    for (const NodeId n : order) propagate(n, [this](NodeId c, double v) { grad_[c] += v; });
+    for (const NodeId n : order) propagate(n, grad_[n], [this](NodeId c, double v) { grad_[c] += v; });
 }
 
 void Arena::backward_step(NodeId id) {
-    propagate(id, [this](NodeId c, double v) { grad_[c] += v; });
+    propagate(id, grad_[id], [this](NodeId c, double v) { grad_[c] += v; });
 }
 
 ArenaStats Arena::stats() const {

@@ -106,6 +106,30 @@ class Arena {
     // exactly the order backward() visits them, so a kept order replays bit for bit.
     void topological_order(NodeId root, std::vector<NodeId>& order);
 
+    // --- derivatives that leave .grad alone (cpp/derivatives.cpp) ---
+    // Reverse mode: out[i] = d(sum_k seeds[k] * roots[k]) / d(inputs[i]), summed in the order
+    // backward() sums (so with one root and seed 1 it equals what backward() adds to a zeroed
+    // grad, bit for bit); 0 for an input the roots do not depend on. seeds empty means all 1.
+    // Inputs may be any nodes, leaf or not, and may repeat.
+    void gradient(const std::vector<NodeId>& roots, const std::vector<double>& seeds,
+                  const std::vector<NodeId>& inputs, std::vector<double>& out);
+    // The same pass recorded as nodes (the op table's rules over Node, see node.hpp): out[i] is a
+    // node the caller owns, whose value is the gradient and whose graph can be differentiated again.
+    // seeds empty means constant 1s. New nodes go above every id passed in, so a graph built in one
+    // go and its recorded derivatives still take the ordered sweep.
+    void gradient_graph(const std::vector<NodeId>& roots, const std::vector<NodeId>& seeds,
+                        const std::vector<NodeId>& inputs, std::vector<NodeId>& out);
+    // Forward mode: out[k] = the derivative of outputs[k] along tangents[i] for inputs[i]. Only
+    // nodes that depend on an input with a nonzero tangent are active (JAX's symbolic zeros): an
+    // infinite or NaN local derivative elsewhere never reaches the result. Each active node's
+    // tangent is the sum, in child order, of its rule's vjp applied to each active child's tangent
+    // (the rule is linear in g). Inputs may not repeat (std::invalid_argument).
+    void tangent(const std::vector<NodeId>& inputs, const std::vector<double>& tangents,
+                 const std::vector<NodeId>& outputs, std::vector<double>& out);
+    // The same pass recorded as nodes; every given tangent is active.
+    void tangent_graph(const std::vector<NodeId>& inputs, const std::vector<NodeId>& tangents,
+                       const std::vector<NodeId>& outputs, std::vector<NodeId>& out);
+
     // --- replay (see tape.hpp): the same rules, along an order computed once ---
     // Re-evaluates one non-leaf node from its children's current values.
     Status recompute(NodeId id);
@@ -124,6 +148,7 @@ class Arena {
 
     void reserve_node();
     NodeId allocate(Op op, double value, NodeId a, NodeId b);
+    bool free_slot_available();
     NodeId take_free_slot();
     void free_slot(NodeId id, std::vector<NodeId>& pending);
     std::uint32_t allocate_pool(std::size_t n);
@@ -137,7 +162,21 @@ class Arena {
     void sweep_ordered(NodeId root, std::vector<NodeId>* visited);
     void sorted_order(NodeId root, std::vector<NodeId>& order);
     template <class AddGrad>
-    void propagate(NodeId id, AddGrad&& add_grad);
+    void propagate(NodeId id, double g, AddGrad&& add_grad);
+
+    // The derivative passes (derivatives.cpp), written once for double and for Node.
+    friend class FloorScope;
+    void collect_order(const std::vector<NodeId>& roots, std::vector<NodeId>& order);
+    template <class S>
+    void reverse_pass(const std::vector<NodeId>& roots, std::vector<S> seeds, const std::vector<NodeId>& inputs,
+                      std::vector<S>& out);
+    template <class S>
+    void forward_pass(const std::vector<NodeId>& inputs, std::vector<S> tangents, const std::vector<NodeId>& outputs,
+                      std::vector<S>& out);
+    template <class S, class AddGrad>
+    void propagate_any(NodeId id, const S& g, AddGrad&& add_grad);
+    template <class S>
+    bool tangent_term(NodeId id, std::uint32_t i, const S& t, S& out);
 
 
     // Struct of arrays, one entry per slot.
@@ -159,6 +198,10 @@ class Arena {
 
     std::size_t shrink_blocker_ = 0;  // the live slot that stopped the last shrink
 
+    // While a derivative is recorded, new nodes take slots at or above this id (0: anywhere).
+    NodeId alloc_floor_ = 0;
+    std::size_t floor_cursor_ = 0;  // a word of free_bits_ at or below the first free slot above it
+
     std::uint32_t run_counter_ = 0;  // the current allocation run
     NodeId last_nonleaf_ = 0;        // id of the latest non-leaf allocation
     bool any_nonleaf_ = false;
@@ -178,6 +221,7 @@ class Arena {
     std::vector<DfsFrame> dfs_stack_;
     std::vector<NodeId> order_;
     std::vector<NodeId> release_stack_;
+    std::vector<std::uint32_t> position_;  // derivative passes: node id -> index in their node list
     std::size_t sweeps_ordered_ = 0;
     std::size_t sweeps_dfs_ = 0;
 };

@@ -7,6 +7,14 @@
 // until the two agree bit for bit. The arena, the backward sweep, replay and the Python binding
 // are all generated from this list.
 //
+// Every derivative comes from the vjp, written once over the scalar type S: with double it is
+// the backward sweep (and, by linearity, forward mode and dual numbers); with a type whose
+// arithmetic records arena nodes (cpp/node.hpp) it builds the backward pass itself as a graph,
+// which can be differentiated again. So a vjp may use only +, -, *, / (IEEE division), the
+// table's functions, and the helpers below; a comparison belongs in a helper that has a double
+// form and a form built from table ops with zero derivative (step, sign, nonzero), so that
+// derivative graphs are made of table ops only and differentiating them closes.
+//
 // Forward rules follow Python's float and math-module semantics, because that is what the
 // users' micrograd code did before: errors are reported as a Status (never thrown, never a
 // silent inf/nan where Python would raise), and NaN inputs propagate without error.
@@ -17,6 +25,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 
 namespace arenagrad {
 
@@ -35,9 +44,53 @@ struct Eval {
 // What one op adds to its inputs' grads, given the grad g of its output (a vector-Jacobian
 // product). Rules return contributions rather than bare partials so that each can use the
 // numerically right form: g / b where multiplying by 1/b would overflow for subnormal b.
-struct Grads {
-    double a;
-    double b;
+// A vjp is linear in g, so the same rule also gives forward mode: an input's tangent t
+// contributes vjp(t, ...) to the output's tangent.
+template <class S>
+struct Pair {
+    S a;
+    S b;
+};
+using Grads = Pair<double>;
+
+// X(EnumName, RuleStruct, python_method_name). Unary ops get a Value method of that name;
+// binary ops are reached through Python's operators, so their method name is unused. The last
+// group appears only in derivative graphs (see "ops that derivative graphs are made of").
+#define ARENAGRAD_ELEMENTARY_OPS(X) \
+    X(Add, rules::Add, add)         \
+    X(Sub, rules::Sub, sub)         \
+    X(Mul, rules::Mul, mul)         \
+    X(Div, rules::Div, div)         \
+    X(Pow, rules::Pow, pow)         \
+    X(PowConst, rules::PowConst, pow_const) \
+    X(Neg, rules::Neg, neg)         \
+    X(Exp, rules::Exp, exp)         \
+    X(Log, rules::Log, log)         \
+    X(Sqrt, rules::Sqrt, sqrt)      \
+    X(Tanh, rules::Tanh, tanh)      \
+    X(Sigmoid, rules::Sigmoid, sigmoid) \
+    X(Softplus, rules::Softplus, softplus) \
+    X(Relu, rules::Relu, relu)      \
+    X(Sin, rules::Sin, sin)         \
+    X(Cos, rules::Cos, cos)         \
+    X(Abs, rules::Abs, abs)         \
+    X(Step, rules::Step, step)      \
+    X(Sign, rules::Sign, sign)      \
+    X(NonZero, rules::NonZero, nonzero) \
+    X(Scale, rules::Scale, scale)   \
+    X(Quot, rules::Quot, quot)      \
+    X(PowIeee, rules::PowIeee, pow_ieee) \
+    X(MulLog, rules::MulLog, mul_log)
+
+enum class Op : std::uint8_t {
+    Leaf,
+#define ARENAGRAD_ENUM(name, rule, method) name,
+    ARENAGRAD_ELEMENTARY_OPS(ARENAGRAD_ENUM)
+#undef ARENAGRAD_ENUM
+    // n-ary ops: their children live in the arena's child pool, not in the two child fields.
+    Sum,  // sum_i a_i
+    Dot,  // sum_i w_i * x_i, children stored as [w_0..w_{n-1}, x_0..x_{n-1}]
+    LogSumExp,  // log(sum_i exp(a_i))
 };
 
 namespace rules {
@@ -80,13 +133,6 @@ inline Eval python_pow(double a, double b) {
     return ok(r);
 }
 
-// d/da of a ** b. PyTorch's convention: exactly 0 when the exponent is 0 (avoids 0 * inf).
-inline double pow_base_partial(double a, double b) { return b == 0.0 ? 0.0 : b * std::pow(a, b - 1.0); }
-
-// d/db of a ** b = out * log(a). PyTorch's convention at a == 0 (reachable only with b >= 0): 0.
-// A negative base gives NaN (log of a negative number), as in PyTorch.
-inline double pow_exponent_partial(double a, double out) { return a == 0.0 ? 0.0 : out * std::log(a); }
-
 // The logistic function, in two branches so exp never overflows: large |a| saturates to 0 or 1.
 inline double sigmoid(double a) {
     if (a >= 0.0) return 1.0 / (1.0 + std::exp(-a));
@@ -94,28 +140,101 @@ inline double sigmoid(double a) {
     return e / (1.0 + e);
 }
 
+// --- the helpers a vjp may use, for any scalar type ---------------------------------------------
+// Each has a double form and a generic form for a recording scalar type S, which provides
+// S::apply(Op, a, b) and S::apply(Op, a) (see cpp/node.hpp). The two forms give equal values
+// (up to the sign of a zero), so a recorded derivative evaluates to the number the sweep computes.
+
+template <class S>
+using if_recording = std::enable_if_t<std::is_class_v<S>, int>;
+
+template <class G>
+inline double scale(double g, double p) { return G::scale(g, p); }
+template <class G, class S, if_recording<S> = 0>
+S scale(const S& g, const S& p) { return S::apply(Op::Scale, g, p); }
+
+// 1 where a > 0, else 0 (NaN included): relu's local derivative.
+inline double step(double a) { return a > 0.0 ? 1.0 : 0.0; }
+template <class S, if_recording<S> = 0>
+S step(const S& a) { return S::apply(Op::Step, a); }
+
+// PyTorch's sign: 0 at 0, NaN at NaN: abs's local derivative.
+inline double sign(double a) { return a > 0.0 ? 1.0 : (a < 0.0 ? -1.0 : (a == 0.0 ? 0.0 : kNaN)); }
+template <class S, if_recording<S> = 0>
+S sign(const S& a) { return S::apply(Op::Sign, a); }
+
+// 0 at 0, else 1 (NaN included): a mask that drops a term where a guard would.
+inline double nonzero(double a) { return a != 0.0 ? 1.0 : 0.0; }
+template <class S, if_recording<S> = 0>
+S nonzero(const S& a) { return S::apply(Op::NonZero, a); }
+
+// g where a > 0, else 0: relu's vjp, a select in the sweep and a mask when recorded.
+inline double where_positive(double a, double g) { return a > 0.0 ? g : 0.0; }
+template <class S, if_recording<S> = 0>
+S where_positive(const S& a, const S& g) { return scale<AnyGrad>(g, step(a)); }
+
+// a ** b under IEEE rules (pow(0, -1) = inf), never an error: derivatives are taken where the
+// function is defined, but their own values may be infinite.
+inline double pow_ieee(double a, double b) { return std::pow(a, b); }
+template <class S, if_recording<S> = 0>
+S pow_ieee(const S& a, const S& b) { return S::apply(Op::PowIeee, a, b); }
+
+// x * log(y), 0 where y == 0 (PyTorch's convention for the exponent grad of 0 ** b).
+inline double mul_log(double x, double y) { return y == 0.0 ? 0.0 : x * std::log(y); }
+template <class S, if_recording<S> = 0>
+S mul_log(const S& x, const S& y) { return S::apply(Op::MulLog, x, y); }
+
+// d/da of a ** b. PyTorch's convention: exactly 0 when the exponent is 0 (avoids 0 * inf).
+inline double pow_base_partial(double a, double b) { return b == 0.0 ? 0.0 : b * std::pow(a, b - 1.0); }
+template <class S, if_recording<S> = 0>
+S pow_base_partial(const S& a, const S& b) { return scale<AnyGrad>(pow_ieee(a, b - 1.0), b); }
+
+// d/db of a ** b = out * log(a). PyTorch's convention at a == 0 (reachable only with b >= 0): 0.
+// A negative base gives NaN (log of a negative number), as in PyTorch.
+template <class S>
+S pow_exponent_partial(const S& a, const S& out) { return mul_log(out, a); }
+
+// g / (2 * out), sqrt's vjp; 0 at out = inf (where g / inf would be NaN for an infinite g).
+inline double half_quotient(double g, double out) { return out == kInf ? 0.0 : g / (2.0 * out); }
+template <class S, if_recording<S> = 0>
+S half_quotient(const S& g, const S& out) { return scale<AnyGrad>(g / (2.0 * out), nonzero(1.0 / out)); }
+
+// A constant of the scalar type: the arithmetic of S turns doubles into constant leaves.
+template <class S>
+S constant_like(const S& x, double c) {
+    if constexpr (std::is_class_v<S>) {
+        return x.constant(c);
+    } else {
+        return c;
+    }
+}
+
+// --- the ops ------------------------------------------------------------------------------------
+// vjp<G>(g, a, b, out): G picks how the sweep scales a double g (AnyGrad or FiniteGrad); a
+// recording S ignores it. An unused second contribution is S{}.
+
 struct Add {
     static constexpr const char* name = "+";
     static constexpr int arity = 2;
     static Eval forward(double a, double b) { return ok(a + b); }
-    template <class G = AnyGrad>
-    static Grads vjp(double g, double, double, double) { return {g, g}; }
+    template <class G = AnyGrad, class S>
+    static Pair<S> vjp(const S& g, const S&, const S&, const S&) { return {g, g}; }
 };
 
 struct Sub {
     static constexpr const char* name = "-";
     static constexpr int arity = 2;
     static Eval forward(double a, double b) { return ok(a - b); }
-    template <class G = AnyGrad>
-    static Grads vjp(double g, double, double, double) { return {g, -g}; }
+    template <class G = AnyGrad, class S>
+    static Pair<S> vjp(const S& g, const S&, const S&, const S&) { return {g, -g}; }
 };
 
 struct Mul {
     static constexpr const char* name = "*";
     static constexpr int arity = 2;
     static Eval forward(double a, double b) { return ok(a * b); }
-    template <class G = AnyGrad>
-    static Grads vjp(double g, double a, double b, double) { return {G::scale(g, b), G::scale(g, a)}; }
+    template <class G = AnyGrad, class S>
+    static Pair<S> vjp(const S& g, const S& a, const S& b, const S&) { return {scale<G>(g, b), scale<G>(g, a)}; }
 };
 
 struct Div {
@@ -127,8 +246,8 @@ struct Div {
     }
     // g / b, not g * (1/b), which overflows for subnormal b; -a/b^2 as -(a/b)/b, as PyTorch does
     // (b*b underflows to zero for |b| < 1e-162).
-    template <class G = AnyGrad>
-    static Grads vjp(double g, double, double b, double out) { return {g / b, G::scale(g, -(out / b))}; }
+    template <class G = AnyGrad, class S>
+    static Pair<S> vjp(const S& g, const S&, const S& b, const S& out) { return {g / b, scale<G>(g, -(out / b))}; }
 };
 
 // a ** b with a Value exponent: gradients flow to both.
@@ -136,9 +255,9 @@ struct Pow {
     static constexpr const char* name = "**";
     static constexpr int arity = 2;
     static Eval forward(double a, double b) { return python_pow(a, b); }
-    template <class G = AnyGrad>
-    static Grads vjp(double g, double a, double b, double out) {
-        return {G::scale(g, pow_base_partial(a, b)), G::scale(g, pow_exponent_partial(a, out))};
+    template <class G = AnyGrad, class S>
+    static Pair<S> vjp(const S& g, const S& a, const S& b, const S& out) {
+        return {scale<G>(g, pow_base_partial(a, b)), scale<G>(g, pow_exponent_partial(a, out))};
     }
 };
 
@@ -148,16 +267,16 @@ struct PowConst {
     static constexpr const char* name = "**";  // the binding appends the exponent: "**2"
     static constexpr int arity = 2;
     static Eval forward(double a, double k) { return python_pow(a, k); }
-    template <class G = AnyGrad>
-    static Grads vjp(double g, double a, double k, double) { return {G::scale(g, pow_base_partial(a, k)), 0.0}; }
+    template <class G = AnyGrad, class S>
+    static Pair<S> vjp(const S& g, const S& a, const S& k, const S&) { return {scale<G>(g, pow_base_partial(a, k)), S{}}; }
 };
 
 struct Neg {
     static constexpr const char* name = "neg";
     static constexpr int arity = 1;
     static Eval forward(double a, double) { return ok(-a); }
-    template <class G = AnyGrad>
-    static Grads vjp(double g, double, double, double) { return {-g, 0.0}; }
+    template <class G = AnyGrad, class S>
+    static Pair<S> vjp(const S& g, const S&, const S&, const S&) { return {-g, S{}}; }
 };
 
 struct Exp {
@@ -168,8 +287,8 @@ struct Exp {
         if (std::isinf(r) && std::isfinite(a)) return {r, Status::Overflow};
         return ok(r);
     }
-    template <class G = AnyGrad>
-    static Grads vjp(double g, double, double, double out) { return {G::scale(g, out), 0.0}; }
+    template <class G = AnyGrad, class S>
+    static Pair<S> vjp(const S& g, const S&, const S&, const S& out) { return {scale<G>(g, out), S{}}; }
 };
 
 struct Log {
@@ -179,8 +298,8 @@ struct Log {
         if (a <= 0.0) return {0.0, Status::Domain};  // false for nan: nan propagates
         return ok(std::log(a));
     }
-    template <class G = AnyGrad>
-    static Grads vjp(double g, double a, double, double) { return {g / a, 0.0}; }  // g / a: see Div
+    template <class G = AnyGrad, class S>
+    static Pair<S> vjp(const S& g, const S& a, const S&, const S&) { return {g / a, S{}}; }  // g / a: see Div
 };
 
 struct Sqrt {
@@ -191,24 +310,24 @@ struct Sqrt {
         return ok(std::sqrt(a));
     }
     // PyTorch's g / (2 * out); the local derivative is exactly zero only at out = inf.
-    template <class G = AnyGrad>
-    static Grads vjp(double g, double, double, double out) { return {out == kInf ? 0.0 : g / (2.0 * out), 0.0}; }
+    template <class G = AnyGrad, class S>
+    static Pair<S> vjp(const S& g, const S&, const S&, const S& out) { return {half_quotient(g, out), S{}}; }
 };
 
 struct Tanh {
     static constexpr const char* name = "tanh";
     static constexpr int arity = 1;
     static Eval forward(double a, double) { return ok(std::tanh(a)); }
-    template <class G = AnyGrad>
-    static Grads vjp(double g, double, double, double out) { return {G::scale(g, 1.0 - out * out), 0.0}; }
+    template <class G = AnyGrad, class S>
+    static Pair<S> vjp(const S& g, const S&, const S&, const S& out) { return {scale<G>(g, 1.0 - out * out), S{}}; }
 };
 
 struct Sigmoid {
     static constexpr const char* name = "sigmoid";
     static constexpr int arity = 1;
     static Eval forward(double a, double) { return ok(sigmoid(a)); }
-    template <class G = AnyGrad>
-    static Grads vjp(double g, double, double, double out) { return {G::scale(g, out * (1.0 - out)), 0.0}; }
+    template <class G = AnyGrad, class S>
+    static Pair<S> vjp(const S& g, const S&, const S&, const S& out) { return {scale<G>(g, out * (1.0 - out)), S{}}; }
 };
 
 // log(1 + exp(a)), never overflowing: for a > 0 it is a + log1p(exp(-a)). The branch is inside
@@ -220,8 +339,8 @@ struct Softplus {
         if (a > 0.0) return ok(a + std::log1p(std::exp(-a)));
         return ok(std::log1p(std::exp(a)));  // nan falls through here and propagates
     }
-    template <class G = AnyGrad>
-    static Grads vjp(double g, double a, double, double) { return {G::scale(g, sigmoid(a)), 0.0}; }
+    template <class G = AnyGrad, class S>
+    static Pair<S> vjp(const S& g, const S& a, const S&, const S&) { return {scale<G>(g, sigmoid(a)), S{}}; }
 };
 
 struct Relu {
@@ -229,8 +348,8 @@ struct Relu {
     static constexpr int arity = 1;
     // PyTorch's relu: relu(-0.0) is -0.0 and NaN propagates.
     static Eval forward(double a, double) { return ok(a < 0.0 ? 0.0 : a); }
-    template <class G = AnyGrad>
-    static Grads vjp(double g, double a, double, double) { return {a > 0.0 ? g : 0.0, 0.0}; }
+    template <class G = AnyGrad, class S>
+    static Pair<S> vjp(const S& g, const S& a, const S&, const S&) { return {where_positive(a, g), S{}}; }
 };
 
 struct Sin {
@@ -240,8 +359,11 @@ struct Sin {
         if (std::isinf(a)) return {0.0, Status::Domain};
         return ok(std::sin(a));
     }
-    template <class G = AnyGrad>
-    static Grads vjp(double g, double a, double, double) { return {G::scale(g, std::cos(a)), 0.0}; }
+    template <class G = AnyGrad, class S>
+    static Pair<S> vjp(const S& g, const S& a, const S&, const S&) {
+        using std::cos;
+        return {scale<G>(g, cos(a)), S{}};
+    }
 };
 
 struct Cos {
@@ -251,18 +373,89 @@ struct Cos {
         if (std::isinf(a)) return {0.0, Status::Domain};
         return ok(std::cos(a));
     }
-    template <class G = AnyGrad>
-    static Grads vjp(double g, double a, double, double) { return {G::scale(g, -std::sin(a)), 0.0}; }
+    template <class G = AnyGrad, class S>
+    static Pair<S> vjp(const S& g, const S& a, const S&, const S&) {
+        using std::sin;
+        return {scale<G>(g, -sin(a)), S{}};
+    }
 };
 
 struct Abs {
     static constexpr const char* name = "abs";
     static constexpr int arity = 1;
     static Eval forward(double a, double) { return ok(std::fabs(a)); }
-    // PyTorch's sign(a): 0 at a == 0, NaN at NaN.
-    template <class G = AnyGrad>
-    static Grads vjp(double g, double a, double, double) {
-        return {G::scale(g, a > 0.0 ? 1.0 : (a < 0.0 ? -1.0 : (a == 0.0 ? 0.0 : kNaN))), 0.0};
+    template <class G = AnyGrad, class S>
+    static Pair<S> vjp(const S& g, const S& a, const S&, const S&) { return {scale<G>(g, sign(a)), S{}}; }
+};
+
+// --- ops that derivative graphs are made of ---
+// Piecewise-constant masks: their derivative is zero everywhere it exists, so backward gives
+// their input nothing (the sweep adds zeros, a recorded pass adds no node).
+
+struct Step {
+    static constexpr const char* name = "step";
+    static constexpr int arity = 1;
+    static constexpr bool zero_derivative = true;
+    static Eval forward(double a, double) { return ok(step(a)); }
+    template <class G = AnyGrad, class S>
+    static Pair<S> vjp(const S&, const S&, const S&, const S&) { return {S{}, S{}}; }
+};
+
+struct Sign {
+    static constexpr const char* name = "sign";
+    static constexpr int arity = 1;
+    static constexpr bool zero_derivative = true;
+    static Eval forward(double a, double) { return ok(sign(a)); }
+    template <class G = AnyGrad, class S>
+    static Pair<S> vjp(const S&, const S&, const S&, const S&) { return {S{}, S{}}; }
+};
+
+struct NonZero {
+    static constexpr const char* name = "nonzero";
+    static constexpr int arity = 1;
+    static constexpr bool zero_derivative = true;
+    static Eval forward(double a, double) { return ok(nonzero(a)); }
+    template <class G = AnyGrad, class S>
+    static Pair<S> vjp(const S&, const S&, const S&, const S&) { return {S{}, S{}}; }
+};
+
+// g * p, except 0 where p == 0 and g is not finite: the sweep's scale (AnyGrad), as an op, so a
+// recorded derivative keeps the zero-derivative convention and evaluates to the sweep's number.
+struct Scale {
+    static constexpr const char* name = "*";
+    static constexpr int arity = 2;
+    static Eval forward(double g, double p) { return ok(AnyGrad::scale(g, p)); }
+    template <class G = AnyGrad, class S>
+    static Pair<S> vjp(const S& h, const S& g, const S& p, const S&) { return {scale<G>(h, p), scale<G>(h, g)}; }
+};
+
+// a / b under IEEE rules (x / 0 = inf): division inside derivatives, which never raises.
+struct Quot {
+    static constexpr const char* name = "/";
+    static constexpr int arity = 2;
+    static Eval forward(double a, double b) { return ok(a / b); }
+    template <class G = AnyGrad, class S>
+    static Pair<S> vjp(const S& g, const S& a, const S& b, const S& out) { return Div::vjp<G>(g, a, b, out); }
+};
+
+// a ** b under IEEE rules (pow_ieee): the powers inside pow's own derivative.
+struct PowIeee {
+    static constexpr const char* name = "**";
+    static constexpr int arity = 2;
+    static Eval forward(double a, double b) { return ok(pow_ieee(a, b)); }
+    template <class G = AnyGrad, class S>
+    static Pair<S> vjp(const S& g, const S& a, const S& b, const S& out) { return Pow::vjp<G>(g, a, b, out); }
+};
+
+// x * log(y), 0 at y == 0 (mul_log): pow's exponent partial.
+struct MulLog {
+    static constexpr const char* name = "xlogy";
+    static constexpr int arity = 2;
+    static Eval forward(double x, double y) { return ok(mul_log(x, y)); }
+    // d/dx = log(y), d/dy = x / y, each 0 at y == 0 like the function.
+    template <class G = AnyGrad, class S>
+    static Pair<S> vjp(const S& g, const S& x, const S& y, const S&) {
+        return {scale<G>(g, mul_log(constant_like(y, 1.0), y)), scale<G>(g, scale<AnyGrad>(x / y, nonzero(y)))};
     }
 };
 
@@ -307,75 +500,14 @@ struct LogSumExp {
         for (std::uint32_t i = 0; i < n; ++i) s += std::exp(x(i) - m);
         return m + std::log(s);
     }
-    template <class G = AnyGrad>
-    static double vjp(double g, double xi, double out) {
-        return G::scale(g, std::exp(xi - out));
+    template <class G = AnyGrad, class S>
+    static S vjp(const S& g, const S& xi, const S& out) {
+        using std::exp;
+        return scale<G>(g, exp(xi - out));
     }
 };
 
 }  // namespace rules
-
-// X(EnumName, RuleStruct, python_method_name). Unary ops get a Value method of that name;
-// binary ops are reached through Python's operators, so their method name is unused.
-#define ARENAGRAD_ELEMENTARY_OPS(X) \
-    X(Add, rules::Add, add)         \
-    X(Sub, rules::Sub, sub)         \
-    X(Mul, rules::Mul, mul)         \
-    X(Div, rules::Div, div)         \
-    X(Pow, rules::Pow, pow)         \
-    X(PowConst, rules::PowConst, pow_const) \
-    X(Neg, rules::Neg, neg)         \
-    X(Exp, rules::Exp, exp)         \
-    X(Log, rules::Log, log)         \
-    X(Sqrt, rules::Sqrt, sqrt)      \
-    X(Tanh, rules::Tanh, tanh)      \
-    X(Sigmoid, rules::Sigmoid, sigmoid) \
-    X(Softplus, rules::Softplus, softplus) \
-    X(Relu, rules::Relu, relu)      \
-    X(Sin, rules::Sin, sin)         \
-    X(Cos, rules::Cos, cos)         \
-    X(Abs, rules::Abs, abs)
-
-enum class Op : std::uint8_t {
-    Leaf,
-#define ARENAGRAD_ENUM(name, rule, method) name,
-    ARENAGRAD_ELEMENTARY_OPS(ARENAGRAD_ENUM)
-#undef ARENAGRAD_ENUM
-    // n-ary ops: their children live in the arena's child pool, not in the two child fields.
-    Sum,  // sum_i a_i
-    Dot,  // sum_i w_i * x_i, children stored as [w_0..w_{n-1}, x_0..x_{n-1}]
-    LogSumExp,  // log(sum_i exp(a_i))
-};
-
-inline bool is_nary(Op op) { return op == Op::Sum || op == Op::Dot || op == Op::LogSumExp; }
-
-// How many of a rule's inputs are children that receive gradient: all of them, except
-// PowConst's constant exponent, which is an implementation detail hidden from _prev.
-template <class Rule>
-constexpr int differentiable_inputs() {
-    return Rule::arity;
-}
-template <>
-constexpr int differentiable_inputs<rules::PowConst>() {
-    return 1;
-}
-
-// Rules whose vjp never calls G::scale: their FiniteGrad and AnyGrad forms are the same code, so
-// batched replay skips its test of the grad row for them. (Leaving a rule out only costs time.)
-template <class Rule>
-constexpr bool scales_grad = true;
-template <>
-constexpr bool scales_grad<rules::Add> = false;
-template <>
-constexpr bool scales_grad<rules::Sub> = false;
-template <>
-constexpr bool scales_grad<rules::Neg> = false;
-template <>
-constexpr bool scales_grad<rules::Log> = false;
-template <>
-constexpr bool scales_grad<rules::Sqrt> = false;
-template <>
-constexpr bool scales_grad<rules::Relu> = false;
 
 // Calls f(Rule{}) for an elementary op; the switch lets the compiler inline each rule into
 // the caller's loop (no indirect call per node in the backward sweep).
@@ -391,6 +523,42 @@ inline auto visit_elementary(Op op, F&& f) {
             return f(rules::Add{});  // unreachable: callers pass elementary ops only
     }
 }
+
+inline bool is_nary(Op op) { return op == Op::Sum || op == Op::Dot || op == Op::LogSumExp; }
+
+// How many of a rule's inputs are children that receive gradient: all of them, except
+// PowConst's constant exponent, which is an implementation detail hidden from _prev.
+template <class Rule>
+constexpr int differentiable_inputs() {
+    return Rule::arity;
+}
+template <>
+constexpr int differentiable_inputs<rules::PowConst>() {
+    return 1;
+}
+
+// Masks (Step, Sign, NonZero) give their input no gradient; a recorded pass skips them.
+template <class Rule, class = void>
+constexpr bool has_zero_derivative = false;
+template <class Rule>
+constexpr bool has_zero_derivative<Rule, std::void_t<decltype(Rule::zero_derivative)>> = Rule::zero_derivative;
+
+// Rules whose vjp never calls scale: their FiniteGrad and AnyGrad forms are the same code, so
+// batched replay skips its test of the grad row for them. (Leaving a rule out only costs time.)
+template <class Rule>
+constexpr bool scales_grad = !has_zero_derivative<Rule>;
+template <>
+constexpr bool scales_grad<rules::Add> = false;
+template <>
+constexpr bool scales_grad<rules::Sub> = false;
+template <>
+constexpr bool scales_grad<rules::Neg> = false;
+template <>
+constexpr bool scales_grad<rules::Log> = false;
+template <>
+constexpr bool scales_grad<rules::Sqrt> = false;
+template <>
+constexpr bool scales_grad<rules::Relu> = false;
 
 inline int arity(Op op) {
     if (op == Op::Leaf || is_nary(op)) return 0;

@@ -4,6 +4,7 @@
 // everything called once per graph or per step is bound here with pybind11.
 #include <pybind11/pybind11.h>
 
+#include "derivatives.hpp"
 #include "replay.hpp"
 #include "value_type.hpp"
 
@@ -14,6 +15,7 @@ PYBIND11_MODULE(_core, m) {
     m.doc() = "arenagrad's native engine: the node arena and the Value type.";
     if (!arenagrad::binding::add_value_type(m.ptr())) throw py::error_already_set();
     arenagrad::binding::bind_replay(m);
+    arenagrad::binding::bind_derivatives(m);
 
     m.def(
         "arena_stats",

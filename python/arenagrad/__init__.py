@@ -12,6 +12,7 @@ from importlib.metadata import version as _version
 
 from . import _copying as _copying  # registers pickle/copy support for the native Value
 from . import datasets, losses, nn, optim
+from .autodiff import grad, tangent
 from ._core import ParamGroup, Tape, Value, arena_stats
 from ._core import dot as dot  # re-exported, not in __all__ (see below)
 from ._core import logsumexp as logsumexp
@@ -36,10 +37,12 @@ __all__ = [
     "arena_stats",
     "datasets",
     "draw_dot",
+    "grad",
     "gradcheck",
     "load",
     "losses",
     "nn",
     "optim",
     "save",
+    "tangent",
 ]
