@@ -3,6 +3,9 @@
 Each loader imports its engine and returns a ScalarEngine, or raises ImportError: the suite then reports the
 engine as "not installed" and never substitutes anything for it. Add an engine with one loader and one line in
 LOADERS (see benchmarks/README.md).
+
+Two keys are not scalar engines: torch-batched (PyTorch on whole-batch tensors) and jax (JAX in float64 on the
+CPU, optional, used by the derivatives workload only); their workloads use the module in the EngineSet.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import math
+import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -19,7 +23,10 @@ REFERENCE = "reference"
 MICROGRAD = "micrograd"
 TORCH = "torch"  # PyTorch op by op on 0-dim float64 tensors
 TORCH_BATCHED = "torch-batched"  # PyTorch on float64 tensors of the whole batch
-ALL_ENGINES = (ARENAGRAD, REFERENCE, MICROGRAD, TORCH, TORCH_BATCHED)
+JAX = "jax"  # JAX, float64 on the CPU (optional; the derivatives workload only)
+ALL_ENGINES = (ARENAGRAD, REFERENCE, MICROGRAD, TORCH, TORCH_BATCHED, JAX)
+# Keys whose workloads do not go through LOADERS / ScalarEngine.
+TENSOR_ENGINES = (TORCH_BATCHED, JAX)
 
 
 @dataclass
@@ -183,6 +190,14 @@ def load_torch() -> ScalarEngine:
     )
 
 
+def load_jax() -> Any:
+    """JAX on the CPU with float64 enabled (jax_enable_x64), or ImportError."""
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")  # no probing for accelerators; the suite measures the CPU
+    jax = importlib.import_module("jax")
+    jax.config.update("jax_enable_x64", True)
+    return jax
+
+
 # Scalar engines, in table order. torch-batched is not a scalar engine: its workloads import torch directly.
 LOADERS: dict[str, Callable[[], ScalarEngine]] = {
     ARENAGRAD: load_arenagrad,
@@ -200,6 +215,7 @@ class EngineSet:
     missing: dict[str, str]  # key -> reason ("not installed: ...")
     selected: tuple[str, ...]
     torch_batched: Any = None  # the torch module when torch-batched is selected and importable
+    jax: Any = None  # the jax module (float64 enabled) when jax is selected and importable
 
     def get(self, key: str) -> ScalarEngine | None:
         return self.engines.get(key)
@@ -209,7 +225,7 @@ def load_engines(selected: tuple[str, ...]) -> EngineSet:
     engines: dict[str, ScalarEngine] = {}
     missing: dict[str, str] = {}
     for key in selected:
-        if key == TORCH_BATCHED:
+        if key in TENSOR_ENGINES:
             continue
         try:
             engines[key] = LOADERS[key]()
@@ -223,4 +239,11 @@ def load_engines(selected: tuple[str, ...]) -> EngineSet:
             torch_mod = importlib.import_module("torch")
         except ImportError as exc:
             missing[TORCH_BATCHED] = f"not installed ({type(exc).__name__}: {exc})"
-    return EngineSet(engines=engines, missing=missing, selected=selected, torch_batched=torch_mod)
+    jax_mod = None
+    if JAX in selected:
+        try:
+            jax_mod = load_jax()
+        except ImportError as exc:
+            missing[JAX] = f"not installed ({type(exc).__name__}: {exc})"
+    return EngineSet(engines=engines, missing=missing, selected=selected, torch_batched=torch_mod,
+                     jax=jax_mod)

@@ -10,12 +10,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Callable
 
-from benchmarks import chain, memory, moons, wide
+from benchmarks import chain, derivatives, memory, moons, wide
 from benchmarks.common import ROLE_MICROGRAD, ROLE_TORCH, ROLE_TORCH_BATCHED, Result, fmt_num, fmt_ratio
 
-WORKLOAD_ORDER = ("chain", "wide", "moons", "memory")
+WORKLOAD_ORDER = ("chain", "wide", "moons", "memory", "derivatives")
 BASELINES = ((ROLE_MICROGRAD, "vs micrograd"), (ROLE_TORCH, "vs torch 0-dim"),
-             (ROLE_TORCH_BATCHED, "vs torch batched"))
+             (ROLE_TORCH_BATCHED, "vs torch batched"), (derivatives.ROLE_ARENAGRAD, "vs arenagrad"))
 
 
 def _words(r: Result) -> tuple[str, str]:
@@ -211,6 +211,8 @@ def machine_facts() -> list[tuple[str, str]]:
         ("scikit-learn", _dist_version("scikit-learn")),
         ("arenagrad", _dist_version("arenagrad")),
     ]
+    if "jax" in sys.modules:  # only when this run loaded it (the derivatives workload)
+        facts.append(("jax", f"{_dist_version('jax')} (jaxlib {_dist_version('jaxlib')})"))
     if "torch" in sys.modules:
         facts.append(("torch threads", str(sys.modules["torch"].get_num_threads())))
     return facts

@@ -3,6 +3,7 @@
     python benchmarks/run.py                  # full sizes, ~10 minutes
     python benchmarks/run.py --quick          # tiny sizes, seconds
     python benchmarks/run.py --only chain,wide --engines arenagrad,micrograd --repeat 9
+    python benchmarks/run.py --only derivatives --engines arenagrad,torch-batched,jax
     python benchmarks/run.py --write-md       # also rewrite BENCHMARKS.md
 
 See benchmarks/README.md for what each workload measures.
@@ -11,6 +12,7 @@ See benchmarks/README.md for what each workload measures.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import gc
 import json
@@ -26,9 +28,9 @@ if __package__ in (None, ""):
     # Run as a script: make the repository root importable so `benchmarks.*` resolves.
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import bandwidth, chain, memory, moons, report, wide
+from benchmarks import bandwidth, chain, derivatives, memory, moons, report, wide
 from benchmarks.common import REPO_ROOT, Config, Result
-from benchmarks.engines import ALL_ENGINES, load_engines
+from benchmarks.engines import ALL_ENGINES, JAX, load_engines
 
 WORKLOADS = {
     "chain": chain.run,
@@ -36,7 +38,10 @@ WORKLOADS = {
     "moons": moons.run,
     "memory": memory.run,
     "bandwidth": bandwidth.run,
+    "derivatives": derivatives.run,
 }
+# The workloads that know the jax engine key; the others never see it (it is not a scalar engine).
+JAX_WORKLOADS = ("derivatives",)
 
 
 def _csv(choices: tuple[str, ...]) -> Callable[[str], tuple[str, ...]]:
@@ -82,10 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.datetime.now(datetime.timezone.utc)
     load_start = _load()
 
-    es = load_engines(args.engines)
+    # jax is imported only when a workload that uses it runs.
+    engines = args.engines if any(w in args.only for w in JAX_WORKLOADS) else tuple(
+        k for k in args.engines if k != JAX)
+    es = load_engines(engines)
+    scalar_es = dataclasses.replace(es, selected=tuple(k for k in es.selected if k != JAX))
     if args.torch_threads is not None and "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(max(1, args.torch_threads))
-    for key in args.engines:
+    for key in engines:
         print(f"{key}: {es.missing.get(key, 'loaded')}")
     if "moons" in args.only:
         try:
@@ -100,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     results: list[Result] = []
     for name in args.only:
         print(f"[{name}]", flush=True)
-        results.extend(WORKLOADS[name](cfg, es))
+        results.extend(WORKLOADS[name](cfg, es if name in JAX_WORKLOADS else scalar_es))
     elapsed = time.perf_counter() - t_start
     run_info = RunInfo(command, started, elapsed, load_start, _load())
 
@@ -141,6 +150,12 @@ METHOD = """\
   time covers inputs, forward, loss, zero_grad, backward and the update. torch 0-dim and the reference
   engine run only a few steps by default (each costs about what micrograd costs; `--moons-all-steps` runs
   them fully), so they have no accuracy figure then.
+- derivatives (the "Second derivatives" section): the moons loss as a function of its 337 parameters, at
+  the moons initial weights with small nonzero biases; a Hessian-vector product, the full Hessian, and the
+  score's Jacobian w.r.t. the inputs of every sample. Engines alternate run by run and are cross-checked
+  (to 1e-10 relative) before timing; JAX (float64, CPU) is jit-compiled first, arenagrad (`arenagrad.func`)
+  and torch.func rebuild their graphs on every call. Runs per figure: `--repeat` at least, more for fast
+  figures (up to ~1 s per engine and figure, at most 41).
 - memory: each engine and graph in a fresh subprocess. Python heap via tracemalloc (allocations alive
   after the build, leaves and handles included); native memory via glibc `mallinfo2()` deltas (minus the
   Python blocks malloc also saw) for torch, and for arenagrad `_core.arena_stats()` byte deltas or the
@@ -198,11 +213,15 @@ def render(results: list[Result], cfg: Config, missing: dict[str, str], run: Run
         lines += [f"- {k}: {v}" for k, v in missing.items()] + [""]
     lines += ["## Targets (from the performance issue)" if markdown else "Targets:", ""]
     lines += [*report.targets_table(results), ""]
+    general = [r for r in results if r.workload != derivatives.WORKLOAD]
     lines += ["## Results" if markdown else "Results:", ""]
-    lines += report.tables_text(results, "###" if markdown else "--")
+    lines += report.tables_text(general, "###" if markdown else "--")
     where = bandwidth.analysis(results)
     if where:
         lines += ["## Where the time goes" if markdown else "Where the time goes:", "", *where, ""]
+    second = derivatives.section(results, "###" if markdown else "--", cfg)
+    if second:
+        lines += [f"## {derivatives.TITLE}" if markdown else f"{derivatives.TITLE}:", "", *second]
     if markdown:
         lines += [METHOD]
     return lines

@@ -171,6 +171,10 @@ void Arena::release(NodeId id) noexcept {
     } catch (const std::bad_alloc&) {
         release_stack_.clear();
     }
+    if (!dead_custom_.empty()) {
+        std::vector<std::shared_ptr<CustomFunction>> dead;
+        dead.swap(dead_custom_);  // destroying them may release nodes: this release is done
+    }
     if (value_.size() >= kShrinkMinSlots && free_count_ > value_.size() / 8 * 7) maybe_shrink();
 }
 
@@ -240,6 +244,15 @@ void Arena::free_slot(NodeId id, std::vector<NodeId>& pending) {
     const NodeId a = a_[id];
     const NodeId b = b_[id];
     if (!labels_.empty()) labels_.erase(id);
+    if (op == Op::Custom) {
+        const auto it = custom_.find(id);
+        try {
+            dead_custom_.push_back(std::move(it->second));
+        } catch (const std::bad_alloc&) {
+            // destroyed right here instead (see dead_custom_)
+        }
+        custom_.erase(it);
+    }
     op_[id] = Op::Leaf;
     free_bits_[id >> 6] |= std::uint64_t{1} << (id & 63);
     free_cursor_ = std::min<std::size_t>(free_cursor_, id >> 6);
@@ -346,6 +359,43 @@ NodeId Arena::dot(const NodeId* ws, const NodeId* xs, std::size_t n) {
     return id;
 }
 
+NodeId Arena::custom(std::shared_ptr<CustomFunction> f, const NodeId* xs, const double* partials, std::size_t n,
+                     double value) {
+    custom_.reserve(custom_.size() + 1);
+    std::vector<NodeId> p;  // the partials' leaves, owned here until the node takes them
+    p.reserve(n);
+    try {
+        for (std::size_t i = 0; i < n; ++i) p.push_back(leaf(partials[i]));
+        reserve_node();
+        const std::uint32_t offset = allocate_pool(2 * n);
+        for (std::size_t i = 0; i < n; ++i) {
+            pool_[offset + i] = xs[i];
+            pool_[offset + n + i] = p[i];
+            retain(xs[i]);
+        }
+        p.clear();  // the pool owns them now
+        const NodeId id = allocate(Op::Custom, value, offset, static_cast<NodeId>(2 * n));
+        NodeId bound = id;
+        for (std::size_t i = 0; i < n; ++i) bound = order_bound(id, bound, xs[i]);
+        low_[id] = bound;
+        try {
+            custom_.emplace(id, std::move(f));
+        } catch (...) {
+            release(id);
+            throw;
+        }
+        return id;
+    } catch (...) {
+        for (const NodeId leaf_id : p) release(leaf_id);
+        throw;
+    }
+}
+
+CustomFunction* Arena::custom_function(NodeId id) const {
+    if (op_[id] != Op::Custom) return nullptr;
+    return custom_.at(id).get();
+}
+
 // --- labels ----------------------------------------------------------------------------------
 
 static const std::string kNoLabel;
@@ -415,6 +465,15 @@ __attribute__((always_inline)) inline void Arena::propagate(NodeId id, double g,
                 const double vw = value_[w[i]];
                 add_grad(w[i], finite ? rules::FiniteGrad::scale(g, vx) : scale_out_of_line(g, vx));
                 add_grad(x[i], finite ? rules::FiniteGrad::scale(g, vw) : scale_out_of_line(g, vw));
+            }
+            return;
+        }
+        case Op::Custom: {
+            const std::uint32_t n = b_[id] / 2;
+            const NodeId* x = pool_.data() + a_[id];
+            for (std::uint32_t i = 0; i < n; ++i) {
+                const double p = value_[x[n + i]];
+                add_grad(x[i], finite ? rules::FiniteGrad::scale(g, p) : scale_out_of_line(g, p));
             }
             return;
         }
@@ -532,6 +591,16 @@ void Arena::backward(NodeId root) {
 Status Arena::recompute(NodeId id) {
     const Op op = op_[id];
     if (op == Op::Leaf) return Status::Ok;
+    if (op == Op::Custom) {  // foreign code: nothing of the arena is held across the call
+        const std::uint32_t n = b_[id] / 2;
+        std::vector<double> x(n);
+        std::vector<double> partials(n);
+        for (std::uint32_t i = 0; i < n; ++i) x[i] = value_[pool_[a_[id] + i]];
+        const double v = custom_.at(id)->evaluate(x.data(), n, partials.data());
+        value_[id] = v;
+        for (std::uint32_t i = 0; i < n; ++i) value_[pool_[a_[id] + n + i]] = partials[i];
+        return Status::Ok;
+    }
     if (is_nary(op)) {
         const NodeId* c = pool_.data() + a_[id];
         const auto x = [&](std::uint32_t i) { return value_[c[i]]; };

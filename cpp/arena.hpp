@@ -29,10 +29,12 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
+#include "custom.hpp"
 #include "ops.hpp"
 
 namespace arenagrad {
@@ -61,6 +63,11 @@ class Arena {
     NodeId sum(const NodeId* ids, std::size_t n) { return nary(Op::Sum, ids, n); }
     // ws and xs have n entries each.
     NodeId dot(const NodeId* ws, const NodeId* xs, std::size_t n);
+    // A custom op's node: value f(xs) and its partials df/dx_i, computed by the caller.
+    NodeId custom(std::shared_ptr<CustomFunction> f, const NodeId* xs, const double* partials, std::size_t n,
+                  double value);
+    // The function of a custom node (null for any other node).
+    CustomFunction* custom_function(NodeId id) const;
 
     // --- ownership ---
     void retain(NodeId id) { ++refs_[id]; }
@@ -81,10 +88,12 @@ class Arena {
     // Slots held (live and free): handle tables indexed by NodeId need no more entries.
     std::size_t slots() const { return value_.size(); }
 
-    // The differentiable children, in order; for dot: w_0..w_{n-1}, x_0..x_{n-1}.
+    // The differentiable children, in order; for dot: w_0..w_{n-1}, x_0..x_{n-1}; for a custom
+    // op its inputs (its partials follow them in the pool, as hidden constants).
     std::uint32_t num_children(NodeId id) const {
         const Op op = op_[id];
         if (op == Op::Leaf) return 0;
+        if (op == Op::Custom) return b_[id] / 2;
         if (is_nary(op)) return b_[id];
         return visit_elementary(op, [](auto rule) { return differentiable_inputs<decltype(rule)>(); });
     }
@@ -177,6 +186,8 @@ class Arena {
     void propagate_any(NodeId id, const S& g, AddGrad&& add_grad);
     template <class S>
     bool tangent_term(NodeId id, std::uint32_t i, const S& t, S& out);
+    template <class S>
+    std::vector<S> custom_partials(NodeId id);
 
 
     // Struct of arrays, one entry per slot.
@@ -209,6 +220,10 @@ class Arena {
     std::vector<NodeId> pool_;      // children of n-ary nodes
     std::size_t pool_garbage_ = 0;  // pool entries of freed n-ary nodes, reclaimed by compaction
     std::unordered_map<NodeId, std::string> labels_;  // sparse: few nodes carry labels
+    std::unordered_map<NodeId, std::shared_ptr<CustomFunction>> custom_;  // custom nodes' functions
+    // Functions of custom nodes freed by the running release(), destroyed once it has finished:
+    // destroying one may run foreign code (Python) that releases nodes itself.
+    std::vector<std::shared_ptr<CustomFunction>> dead_custom_;
 
     // Scratch space reused across calls so backward allocates nothing in steady state.
     std::vector<std::uint32_t> visit_mark_;

@@ -126,6 +126,26 @@ void Arena::collect_order(const std::vector<NodeId>& roots, std::vector<NodeId>&
     });
 }
 
+// A custom node's partials: its hidden constants, or, recorded, the nodes its function builds
+// (foreign code, which may itself create nodes: nothing of the arena is held across the call).
+template <class S>
+std::vector<S> Arena::custom_partials(NodeId id) {
+    const std::uint32_t n = b_[id] / 2;
+    std::vector<S> out;
+    out.reserve(n);
+    if constexpr (kRecording<S>) {
+        CustomFunction& f = *custom_.at(id);
+        if (!f.has_graph_partials()) throw NotTwiceDifferentiable(f.name());
+        const std::vector<NodeId> x(pool_.begin() + a_[id], pool_.begin() + a_[id] + n);
+        std::vector<NodeId> q(n);
+        f.graph_partials(*this, x.data(), n, q.data());
+        for (const NodeId p : q) out.push_back(Node::adopt(*this, p));
+    } else {
+        for (std::uint32_t i = 0; i < n; ++i) out.push_back(value_[pool_[a_[id] + n + i]]);
+    }
+    return out;
+}
+
 // Calls add(child, contribution) for each differentiable child of id, in child order, with the
 // op table's rules over S. A recording S reads no pointer into the arena across node creation
 // (creating nodes may move the arrays and the child pool), and masks add no node.
@@ -140,6 +160,12 @@ void Arena::propagate_any(NodeId id, const S& g, AddGrad&& add) {
     };
     const Op op = op_[id];
     if (op == Op::Leaf) return;
+    if (op == Op::Custom) {
+        const std::vector<NodeId> x(pool_.begin() + a_[id], pool_.begin() + a_[id] + b_[id] / 2);
+        const std::vector<S> p = custom_partials<S>(id);
+        for (std::size_t i = 0; i < x.size(); ++i) add(x[i], rules::scale<rules::AnyGrad>(g, p[i]));
+        return;
+    }
     if (is_nary(op)) {
         const std::vector<NodeId> c(pool_.begin() + a_[id], pool_.begin() + a_[id] + b_[id]);
         if (op == Op::Sum) {
@@ -185,6 +211,10 @@ bool Arena::tangent_term(NodeId id, std::uint32_t i, const S& t, S& out) {
     const Op op = op_[id];
     if (op == Op::Sum) {
         out = t;
+        return true;
+    }
+    if (op == Op::Custom) {
+        out = rules::scale<rules::AnyGrad>(t, custom_partials<S>(id)[i]);
         return true;
     }
     if (op == Op::Dot) {

@@ -91,6 +91,7 @@ enum class Op : std::uint8_t {
     Sum,  // sum_i a_i
     Dot,  // sum_i w_i * x_i, children stored as [w_0..w_{n-1}, x_0..x_{n-1}]
     LogSumExp,  // log(sum_i exp(a_i))
+    Custom,     // an op defined outside the table (custom.hpp): children [x_0..x_{n-1}, partials]
 };
 
 namespace rules {
@@ -524,7 +525,7 @@ inline auto visit_elementary(Op op, F&& f) {
     }
 }
 
-inline bool is_nary(Op op) { return op == Op::Sum || op == Op::Dot || op == Op::LogSumExp; }
+inline bool is_nary(Op op) { return op == Op::Sum || op == Op::Dot || op == Op::LogSumExp || op == Op::Custom; }
 
 // How many of a rule's inputs are children that receive gradient: all of them, except
 // PowConst's constant exponent, which is an implementation detail hidden from _prev.
@@ -575,6 +576,8 @@ inline const char* op_name(Op op) {
             return "dot";
         case Op::LogSumExp:
             return "logsumexp";
+        case Op::Custom:
+            return "custom";
         default:
             return visit_elementary(op, [](auto rule) { return decltype(rule)::name; });
     }

@@ -274,6 +274,13 @@ double Tape::jvp(const double* tangents) {
 
 // Builds into locals and swaps them in at the end, so a failed compile leaves no half program.
 void Tape::compile() {
+    for (const NodeId n : order_) {
+        if (arena_.op(n) == Op::Custom) {
+            throw std::invalid_argument("the graph holds a custom op ('" + arena_.custom_function(n)->name() +
+                                        "'): batched replay and Tape.jvp run natively and cannot call it; "
+                                        "use scalar replay (forward/backward)");
+        }
+    }
     const std::size_t n_in = inputs_.size();
     std::vector<NodeId> row_node(inputs_);
     for (auto it = order_.rbegin(); it != order_.rend(); ++it) row_node.push_back(*it);

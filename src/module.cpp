@@ -4,6 +4,7 @@
 // everything called once per graph or per step is bound here with pybind11.
 #include <pybind11/pybind11.h>
 
+#include "custom_op.hpp"
 #include "derivatives.hpp"
 #include "replay.hpp"
 #include "value_type.hpp"
@@ -16,6 +17,17 @@ PYBIND11_MODULE(_core, m) {
     if (!arenagrad::binding::add_value_type(m.ptr())) throw py::error_already_set();
     arenagrad::binding::bind_replay(m);
     arenagrad::binding::bind_derivatives(m);
+    arenagrad::binding::bind_custom_op(m);
+    // Errors that cross the core from a custom op: its own Python exception is already pending.
+    py::register_exception_translator([](std::exception_ptr p) {
+        try {
+            if (p) std::rethrow_exception(p);
+        } catch (const arenagrad::ForeignError&) {
+            if (PyErr_Occurred() == nullptr) PyErr_SetString(PyExc_RuntimeError, "a custom op failed");
+        } catch (const arenagrad::NotTwiceDifferentiable& e) {
+            PyErr_SetString(PyExc_RuntimeError, e.what());
+        }
+    });
 
     m.def(
         "arena_stats",

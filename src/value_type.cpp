@@ -471,6 +471,7 @@ PyObject* get_op(PyObject* self, void*) {
     const NodeId id = as_value(self)->id;
     const Op op = arena().op(id);
     if (op == Op::PowConst) return PyUnicode_FromString(("**" + exponent_text(arena().exponent(id))).c_str());
+    if (op == Op::Custom) return PyUnicode_FromString(arena().custom_function(id)->name().c_str());
     return PyUnicode_FromString(op_name(op));
 }
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-WORKLOADS = ("chain", "wide", "moons", "memory", "bandwidth")
+WORKLOADS = ("chain", "wide", "moons", "memory", "bandwidth", "derivatives")
 # What a row needs, by the start of its label (first match wins); it is "importable" when all modules are.
 ROW_MODULES = (
     ("arenagrad.nn", ("arenagrad._core", "arenagrad.nn")),
@@ -23,6 +23,8 @@ ROW_MODULES = (
     ("reference", ("arenagrad.reference",)),
     ("micrograd", ("micrograd.engine",)),
     ("torch", ("torch",)),
+    # optional (in the [bench] extra, not in [test]): figures when importable, else "not installed"
+    ("jax", ("jax",)),
 )
 
 
@@ -59,6 +61,7 @@ def test_every_workload_has_results(quick_run: tuple[dict, str, str]) -> None:
         assert f"### {w}: " in md, f"no {w} table in the markdown"
     assert "Targets" in stdout and "## Targets" in md and "## Machine" in md
     assert "## Where the time goes" in md and "it takes just to move those bytes in cache" in md
+    assert "## Second derivatives" in md and "Second derivatives:" in stdout
 
 
 def test_figures_are_positive_and_engines_honest(quick_run: tuple[dict, str, str]) -> None:
@@ -87,3 +90,19 @@ def test_ratio_columns_against_micrograd(quick_run: tuple[dict, str, str]) -> No
         return
     assert "vs micrograd" in stdout
     assert "baseline" in stdout
+
+
+def test_second_derivatives_cross_checked(quick_run: tuple[dict, str, str]) -> None:
+    """The derivatives workload checks every engine against the others before timing (a disagreement stops
+    the run, so the fixture would already have failed); here: the check ran, and ratios are vs arenagrad."""
+    data, stdout, _ = quick_run
+    rows = [r for r in data["results"] if r["workload"] == "derivatives"]
+    assert {r["metric"] for r in rows} == {"Hessian-vector product (ms)", "full Hessian (ms)",
+                                           "input Jacobian, every sample (ms)"}
+    if not _importable(("arenagrad._core",)):
+        return
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert {r["variant"] for r in ok} >= {"arenagrad"}, rows
+    if len({r["variant"] for r in ok}) > 1:
+        assert all("agrees with" in r["note"] or "reference for the check" in r["note"] for r in ok), ok
+        assert "vs arenagrad" in stdout

@@ -11,12 +11,13 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _version
 
 from . import _copying as _copying  # registers pickle/copy support for the native Value
-from . import datasets, losses, nn, optim
-from .autodiff import grad, tangent
+from . import datasets, func, losses, nn, optim
 from ._core import ParamGroup, Tape, Value, arena_stats
 from ._core import dot as dot  # re-exported, not in __all__ (see below)
 from ._core import logsumexp as logsumexp
 from ._core import sum as sum
+from .autodiff import grad, tangent
+from .custom import CustomOp, custom_op
 from .draw import draw_dot
 from .gradcheck import GradcheckError, gradcheck
 from .serialization import load, save
@@ -29,14 +30,17 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0.0.0+unknown"
 
 __all__ = [
+    "CustomOp",
     "GradcheckError",
     "ParamGroup",
     "Tape",
     "Value",
     "__version__",
     "arena_stats",
+    "custom_op",
     "datasets",
     "draw_dot",
+    "func",
     "grad",
     "gradcheck",
     "load",

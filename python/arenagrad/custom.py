@@ -1,0 +1,139 @@
+"""Ops written in Python: the notebooks' exercise of giving an op its value and local derivatives.
+
+``@custom_op`` turns ``fn(*floats) -> (value, partials)`` into an op on Values whose result is a
+graph node like any other: ``.backward()``, ``arenagrad.grad``, forward mode, ``gradcheck``,
+``draw_dot`` (its ``_op`` is the function's name) and scalar ``Tape`` replay all work. Replay calls
+``fn`` again for every custom node (Python per node, so at Python speed); batched replay and
+``Tape.jvp`` run natively and refuse graphs that hold custom ops.
+
+To be differentiated twice (``create_graph``), an op also needs its partials as Values-in,
+Values-out code, ``graph_partials``; without it, recording its derivative raises RuntimeError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from numbers import Real
+from typing import Any, overload
+
+from . import _core
+from ._core import Value
+
+__all__ = ["CustomOp", "custom_op"]
+
+
+def _describe(x: object) -> str:
+    kind = type(x)
+    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _real(x: object, what: str) -> float:
+    if isinstance(x, bool) or not isinstance(x, Real):
+        raise TypeError(f"{what} must be a real number, not {_describe(x)}")
+    return float(x)
+
+
+class CustomOp:
+    """An op defined by a Python function; call it on Values (or numbers) to make a node."""
+
+    def __init__(
+        self,
+        fn: Callable[..., tuple[float, Sequence[float]]],
+        graph_partials: Callable[..., Sequence[Value]] | None = None,
+        name: str | None = None,
+    ) -> None:
+        if not callable(fn):
+            raise TypeError(f"custom_op needs a function, not {_describe(fn)}")
+        if graph_partials is not None and not callable(graph_partials):
+            raise TypeError(f"graph_partials must be a function of Values, not {_describe(graph_partials)}")
+        self.fn = fn
+        self.graph_partials = graph_partials
+        self.name = name if name is not None else getattr(fn, "__name__", "custom")
+        record = self._record if graph_partials is not None else None
+        self._native = _core._CustomFunction(self._evaluate, record, self.name)
+
+    def __repr__(self) -> str:
+        return f"custom_op({self.name})"
+
+    def _evaluate(self, *xs: float) -> tuple[float, list[float]]:
+        """fn at xs, checked: a real value and one real partial per input."""
+        result = self.fn(*xs)
+        if not isinstance(result, Sequence) or isinstance(result, (str, bytes)) or len(result) != 2:
+            raise TypeError(
+                f"custom op '{self.name}' must return (value, partials), a value and one partial derivative "
+                f"per input; it returned {_describe(result)}"
+            )
+        value, partials = result
+        v = _real(value, f"the value of custom op '{self.name}'")
+        if isinstance(partials, Real) and len(xs) == 1:
+            partials = [float(partials)]
+        if not isinstance(partials, Sequence) or isinstance(partials, (str, bytes)):
+            raise TypeError(
+                f"the partials of custom op '{self.name}' must be a sequence, not {_describe(partials)}"
+            )
+        if len(partials) != len(xs):
+            raise ValueError(
+                f"custom op '{self.name}' gave {len(partials)} partials for {len(xs)} inputs; one per input"
+            )
+        ps = [_real(p, f"partial {i} of custom op '{self.name}'") for i, p in enumerate(partials)]
+        return v, ps
+
+    def _record(self, *xs: Value) -> list[Value]:
+        """graph_partials at the Values xs, checked: one Value (or number) per input."""
+        assert self.graph_partials is not None
+        partials = self.graph_partials(*xs)
+        if isinstance(partials, Value) and len(xs) == 1:
+            partials = [partials]
+        if not isinstance(partials, Sequence) or len(partials) != len(xs):
+            raise ValueError(f"graph_partials of custom op '{self.name}' must return one Value per input")
+        out = []
+        for i, p in enumerate(partials):
+            if isinstance(p, Value):
+                out.append(p)
+            else:
+                out.append(Value(_real(p, f"graph partial {i} of custom op '{self.name}'")))
+        return out
+
+    def __call__(self, *inputs: Value | float) -> Value:
+        if not inputs:
+            raise TypeError(f"custom op '{self.name}' needs at least one input")
+        values = []
+        for i, x in enumerate(inputs):
+            if isinstance(x, Value):
+                values.append(x)
+            else:
+                values.append(Value(_real(x, f"input {i} of custom op '{self.name}'")))
+        value, partials = self._evaluate(*(v.data for v in values))
+        result: Value = self._native.apply(values, value, partials)
+        return result
+
+
+@overload
+def custom_op(fn: Callable[..., tuple[float, Sequence[float]]], /) -> CustomOp: ...
+@overload
+def custom_op(
+    *, graph_partials: Callable[..., Sequence[Value]] | None = None, name: str | None = None
+) -> Callable[[Callable[..., tuple[float, Sequence[float]]]], CustomOp]: ...
+
+
+def custom_op(
+    fn: Callable[..., tuple[float, Sequence[float]]] | None = None,
+    /,
+    *,
+    graph_partials: Callable[..., Sequence[Value]] | None = None,
+    name: str | None = None,
+) -> Any:
+    """Makes an op from ``fn(*floats) -> (value, partials)``; use as ``@custom_op`` or
+    ``@custom_op(graph_partials=...)``.
+
+    >>>     >>> @custom_op
+    ... def my_tanh(x):
+    ...     t = math.tanh(x)
+    ...     return t, [1 - t * t]
+    >>> y = my_tanh(Value(0.5))
+    >>> y._op
+    'my_tanh'
+    """
+    if fn is None:
+        return lambda f: CustomOp(f, graph_partials, name)
+    return CustomOp(fn, graph_partials, name)
