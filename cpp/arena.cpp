@@ -41,7 +41,7 @@ std::size_t heap_bytes(const std::vector<T>& v) {
 void Arena::reserve_node() {
     if (run_counter_ == 0xFFFFFFFFu) renumber_runs();  // before anything changes: it may throw
     // reserved_ moves only once every array has grown, so a failed reserve leaves no array short.
-    if (value_.size() < reserved_ || free_slot_available()) return;
+    if (has_free_slot() || value_.size() < reserved_) return;
     if (value_.size() >= kMaxNodes) throw std::length_error("arenagrad: the node arena is full (2^32 - 2 nodes)");
     const std::size_t want = std::min(kMaxNodes, std::max<std::size_t>(64, 2 * value_.size()));
     value_.reserve(want);
@@ -56,13 +56,10 @@ void Arena::reserve_node() {
     reserved_ = want;
 }
 
-// Whether allocate() will reuse a slot. Above a floor (set while a derivative is recorded, see
-// FloorScope; it rises past every node allocated meanwhile) that means a free slot at or above
-// it; floor_cursor_ is the first word that may hold one, and only moves up during a recording
-// (slots freed behind it wait for the next one).
-bool Arena::free_slot_available() {
-    if (free_count_ == 0) return false;
-    if (alloc_floor_ == 0) return true;
+// Whether a free slot lies at or above the floor (set while a derivative is recorded, see
+// FloorScope; it rises past every node allocated meanwhile). floor_cursor_ is the first word that
+// may hold one, and only moves up during a recording (slots freed behind it wait for the next one).
+__attribute__((noinline, cold)) bool Arena::free_slot_above_floor() {
     const std::size_t first = alloc_floor_ / 64;
     std::size_t w = std::max(floor_cursor_, first);
     for (; w < free_bits_.size(); ++w) {
@@ -74,27 +71,30 @@ bool Arena::free_slot_available() {
     return w < free_bits_.size();
 }
 
-// The lowest free slot (above the floor, if one is set): free_slot_available() said there is one.
-NodeId Arena::take_free_slot() {
-    std::size_t w;
+__attribute__((noinline, cold)) NodeId Arena::take_free_slot_above_floor() {
     std::uint64_t mask = ~std::uint64_t{0};
-    if (alloc_floor_ == 0) {
-        while (free_bits_[free_cursor_] == 0) ++free_cursor_;  // free_count_ > 0: a set bit lies ahead
-        w = free_cursor_;
-    } else {
-        w = floor_cursor_;
-        if (w == alloc_floor_ / 64) mask <<= alloc_floor_ % 64;
-    }
-    std::uint64_t& word = free_bits_[w];
+    if (floor_cursor_ == alloc_floor_ / 64) mask <<= alloc_floor_ % 64;
+    std::uint64_t& word = free_bits_[floor_cursor_];
     const auto bit = static_cast<NodeId>(__builtin_ctzll(word & mask));
     word &= ~(std::uint64_t{1} << bit);
     --free_count_;
-    return static_cast<NodeId>(w * 64) + bit;
+    return static_cast<NodeId>(floor_cursor_ * 64) + bit;
+}
+
+// The lowest free slot (above the floor, if one is set): has_free_slot() said there is one.
+NodeId Arena::take_free_slot() {
+    if (alloc_floor_ != 0) return take_free_slot_above_floor();
+    while (free_bits_[free_cursor_] == 0) ++free_cursor_;  // free_count_ > 0: a set bit lies ahead
+    std::uint64_t& word = free_bits_[free_cursor_];
+    const auto bit = static_cast<NodeId>(__builtin_ctzll(word));
+    word &= word - 1;
+    --free_count_;
+    return static_cast<NodeId>(free_cursor_ * 64) + bit;
 }
 
 NodeId Arena::allocate(Op op, double value, NodeId a, NodeId b) {
     NodeId id;
-    if (free_slot_available()) {
+    if (has_free_slot()) {
         id = take_free_slot();
         value_[id] = value;
         grad_[id] = 0.0;
@@ -117,7 +117,7 @@ NodeId Arena::allocate(Op op, double value, NodeId a, NodeId b) {
     if (op != Op::Leaf) start_run_if_needed(id);
     // While recording, ids only grow: a recorded graph lies in one run, even when its temporaries
     // are freed along the way.
-    if (alloc_floor_ != 0) alloc_floor_ = id + 1;
+    if (__builtin_expect(alloc_floor_ != 0, 0)) alloc_floor_ = id + 1;
     return id;
 }
 
@@ -244,15 +244,7 @@ void Arena::free_slot(NodeId id, std::vector<NodeId>& pending) {
     const NodeId a = a_[id];
     const NodeId b = b_[id];
     if (!labels_.empty()) labels_.erase(id);
-    if (op == Op::Custom) {
-        const auto it = custom_.find(id);
-        try {
-            dead_custom_.push_back(std::move(it->second));
-        } catch (const std::bad_alloc&) {
-            // destroyed right here instead (see dead_custom_)
-        }
-        custom_.erase(it);
-    }
+    if (op == Op::Custom) retire_custom(id);
     op_[id] = Op::Leaf;
     free_bits_[id >> 6] |= std::uint64_t{1} << (id & 63);
     free_cursor_ = std::min<std::size_t>(free_cursor_, id >> 6);
@@ -357,43 +349,6 @@ NodeId Arena::dot(const NodeId* ws, const NodeId* xs, std::size_t n) {
     for (std::size_t i = 0; i < n; ++i) bound = order_bound(id, order_bound(id, bound, ws[i]), xs[i]);
     low_[id] = bound;
     return id;
-}
-
-NodeId Arena::custom(std::shared_ptr<CustomFunction> f, const NodeId* xs, const double* partials, std::size_t n,
-                     double value) {
-    custom_.reserve(custom_.size() + 1);
-    std::vector<NodeId> p;  // the partials' leaves, owned here until the node takes them
-    p.reserve(n);
-    try {
-        for (std::size_t i = 0; i < n; ++i) p.push_back(leaf(partials[i]));
-        reserve_node();
-        const std::uint32_t offset = allocate_pool(2 * n);
-        for (std::size_t i = 0; i < n; ++i) {
-            pool_[offset + i] = xs[i];
-            pool_[offset + n + i] = p[i];
-            retain(xs[i]);
-        }
-        p.clear();  // the pool owns them now
-        const NodeId id = allocate(Op::Custom, value, offset, static_cast<NodeId>(2 * n));
-        NodeId bound = id;
-        for (std::size_t i = 0; i < n; ++i) bound = order_bound(id, bound, xs[i]);
-        low_[id] = bound;
-        try {
-            custom_.emplace(id, std::move(f));
-        } catch (...) {
-            release(id);
-            throw;
-        }
-        return id;
-    } catch (...) {
-        for (const NodeId leaf_id : p) release(leaf_id);
-        throw;
-    }
-}
-
-CustomFunction* Arena::custom_function(NodeId id) const {
-    if (op_[id] != Op::Custom) return nullptr;
-    return custom_.at(id).get();
 }
 
 // --- labels ----------------------------------------------------------------------------------

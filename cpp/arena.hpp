@@ -157,9 +157,13 @@ class Arena {
 
     void reserve_node();
     NodeId allocate(Op op, double value, NodeId a, NodeId b);
-    bool free_slot_available();
+    // Whether allocate() will reuse a slot rather than append one.
+    bool has_free_slot() { return free_count_ != 0 && (alloc_floor_ == 0 || free_slot_above_floor()); }
+    bool free_slot_above_floor();
     NodeId take_free_slot();
+    NodeId take_free_slot_above_floor();
     void free_slot(NodeId id, std::vector<NodeId>& pending);
+    void retire_custom(NodeId id) noexcept;
     std::uint32_t allocate_pool(std::size_t n);
     void compact_pool(bool shrink);
     void start_run_if_needed(NodeId id);
