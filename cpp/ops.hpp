@@ -77,7 +77,9 @@ using Grads = Pair<double>;
     X(Step, rules::Step, step)      \
     X(Sign, rules::Sign, sign)      \
     X(NonZero, rules::NonZero, nonzero) \
+    X(Finite, rules::Finite, isfinite) \
     X(Scale, rules::Scale, scale)   \
+    X(Select, rules::Select, select) \
     X(Quot, rules::Quot, quot)      \
     X(PowIeee, rules::PowIeee, pow_ieee) \
     X(MulLog, rules::MulLog, mul_log)
@@ -169,10 +171,22 @@ inline double nonzero(double a) { return a != 0.0 ? 1.0 : 0.0; }
 template <class S, if_recording<S> = 0>
 S nonzero(const S& a) { return S::apply(Op::NonZero, a); }
 
-// g where a > 0, else 0: relu's vjp, a select in the sweep and a mask when recorded.
+// 1 where x is finite, else 0.
+inline double finite(double x) { return std::isfinite(x) ? 1.0 : 0.0; }
+template <class S, if_recording<S> = 0>
+S finite(const S& x) { return S::apply(Op::Finite, x); }
+
+// x where c != 0, else 0 (NaN counts as nonzero): PyTorch's masked_fill. x passes through
+// unchanged, and where the mask is closed nothing flows back into x, so a guarded expression's
+// derivatives are guarded too (a product by a 0/1 mask would turn an infinite x into NaN).
+inline double select(double x, double c) { return c != 0.0 ? x : 0.0; }
+template <class S, if_recording<S> = 0>
+S select(const S& x, const S& c) { return S::apply(Op::Select, x, c); }
+
+// g where a > 0, else 0: relu's vjp.
 inline double where_positive(double a, double g) { return a > 0.0 ? g : 0.0; }
 template <class S, if_recording<S> = 0>
-S where_positive(const S& a, const S& g) { return scale<AnyGrad>(g, step(a)); }
+S where_positive(const S& a, const S& g) { return select(g, step(a)); }
 
 // a ** b under IEEE rules (pow(0, -1) = inf), never an error: derivatives are taken where the
 // function is defined, but their own values may be infinite.
@@ -188,7 +202,7 @@ S mul_log(const S& x, const S& y) { return S::apply(Op::MulLog, x, y); }
 // d/da of a ** b. PyTorch's convention: exactly 0 when the exponent is 0 (avoids 0 * inf).
 inline double pow_base_partial(double a, double b) { return b == 0.0 ? 0.0 : b * std::pow(a, b - 1.0); }
 template <class S, if_recording<S> = 0>
-S pow_base_partial(const S& a, const S& b) { return scale<AnyGrad>(pow_ieee(a, b - 1.0), b); }
+S pow_base_partial(const S& a, const S& b) { return select(b * pow_ieee(a, b - 1.0), b); }
 
 // d/db of a ** b = out * log(a). PyTorch's convention at a == 0 (reachable only with b >= 0): 0.
 // A negative base gives NaN (log of a negative number), as in PyTorch.
@@ -198,7 +212,7 @@ S pow_exponent_partial(const S& a, const S& out) { return mul_log(out, a); }
 // g / (2 * out), sqrt's vjp; 0 at out = inf (where g / inf would be NaN for an infinite g).
 inline double half_quotient(double g, double out) { return out == kInf ? 0.0 : g / (2.0 * out); }
 template <class S, if_recording<S> = 0>
-S half_quotient(const S& g, const S& out) { return scale<AnyGrad>(g / (2.0 * out), nonzero(1.0 / out)); }
+S half_quotient(const S& g, const S& out) { return select(g / (2.0 * out), 1.0 / out); }
 
 // A constant of the scalar type: the arithmetic of S turns doubles into constant leaves.
 template <class S>
@@ -411,6 +425,15 @@ struct Sign {
     static Pair<S> vjp(const S&, const S&, const S&, const S&) { return {S{}, S{}}; }
 };
 
+struct Finite {
+    static constexpr const char* name = "isfinite";
+    static constexpr int arity = 1;
+    static constexpr bool zero_derivative = true;
+    static Eval forward(double a, double) { return ok(finite(a)); }
+    template <class G = AnyGrad, class S>
+    static Pair<S> vjp(const S&, const S&, const S&, const S&) { return {S{}, S{}}; }
+};
+
 struct NonZero {
     static constexpr const char* name = "nonzero";
     static constexpr int arity = 1;
@@ -426,8 +449,21 @@ struct Scale {
     static constexpr const char* name = "*";
     static constexpr int arity = 2;
     static Eval forward(double g, double p) { return ok(AnyGrad::scale(g, p)); }
+    // Where the mask fired (p == 0, g not finite) the op is a constant 0: nothing flows back.
     template <class G = AnyGrad, class S>
-    static Pair<S> vjp(const S& h, const S& g, const S& p, const S&) { return {scale<G>(h, p), scale<G>(h, g)}; }
+    static Pair<S> vjp(const S& h, const S& g, const S& p, const S&) {
+        return {scale<G>(h, p), select(scale<G>(h, g), nonzero(p) + finite(g))};
+    }
+};
+
+// x where c != 0, else 0 (select): the guard of a guarded expression. c is a mask: it gets no
+// gradient, so it is not a differentiable child.
+struct Select {
+    static constexpr const char* name = "select";
+    static constexpr int arity = 2;
+    static Eval forward(double x, double c) { return ok(select(x, c)); }
+    template <class G = AnyGrad, class S>
+    static Pair<S> vjp(const S& g, const S&, const S& c, const S&) { return {select(g, c), S{}}; }
 };
 
 // a / b under IEEE rules (x / 0 = inf): division inside derivatives, which never raises.
@@ -456,7 +492,7 @@ struct MulLog {
     // d/dx = log(y), d/dy = x / y, each 0 at y == 0 like the function.
     template <class G = AnyGrad, class S>
     static Pair<S> vjp(const S& g, const S& x, const S& y, const S&) {
-        return {scale<G>(g, mul_log(constant_like(y, 1.0), y)), scale<G>(g, scale<AnyGrad>(x / y, nonzero(y)))};
+        return {scale<G>(g, mul_log(constant_like(y, 1.0), y)), scale<G>(g, select(x / y, y))};
     }
 };
 
@@ -528,7 +564,8 @@ inline auto visit_elementary(Op op, F&& f) {
 inline bool is_nary(Op op) { return op == Op::Sum || op == Op::Dot || op == Op::LogSumExp || op == Op::Custom; }
 
 // How many of a rule's inputs are children that receive gradient: all of them, except
-// PowConst's constant exponent, which is an implementation detail hidden from _prev.
+// PowConst's constant exponent, which is an implementation detail hidden from _prev, and
+// Select's mask.
 template <class Rule>
 constexpr int differentiable_inputs() {
     return Rule::arity;
@@ -537,8 +574,12 @@ template <>
 constexpr int differentiable_inputs<rules::PowConst>() {
     return 1;
 }
+template <>
+constexpr int differentiable_inputs<rules::Select>() {
+    return 1;
+}
 
-// Masks (Step, Sign, NonZero) give their input no gradient; a recorded pass skips them.
+// Masks (Step, Sign, NonZero, Finite) give their input no gradient; a recorded pass skips them.
 template <class Rule, class = void>
 constexpr bool has_zero_derivative = false;
 template <class Rule>
@@ -560,6 +601,8 @@ template <>
 constexpr bool scales_grad<rules::Sqrt> = false;
 template <>
 constexpr bool scales_grad<rules::Relu> = false;
+template <>
+constexpr bool scales_grad<rules::Select> = false;
 
 inline int arity(Op op) {
     if (op == Op::Leaf || is_nary(op)) return 0;
