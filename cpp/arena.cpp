@@ -584,6 +584,13 @@ void Arena::backward_along(const std::vector<NodeId>& order) {
     for (const NodeId n : order) propagate(n, grad_[n], [this](NodeId c, double v) { grad_[c] += v; });
 }
 
+void Arena::backward_along(const std::vector<NodeId>& order, const std::vector<NodeId>& roots,
+                           const double* seeds) {
+    for (const NodeId n : order) grad_[n] = 0.0;
+    for (std::size_t k = 0; k < roots.size(); ++k) grad_[roots[k]] += seeds[k];
+    for (const NodeId n : order) propagate(n, grad_[n], [this](NodeId c, double v) { grad_[c] += v; });
+}
+
 void Arena::backward_step(NodeId id) {
     propagate(id, grad_[id], [this](NodeId c, double v) { grad_[c] += v; });
 }

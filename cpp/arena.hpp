@@ -114,6 +114,10 @@ class Arena {
     // The non-leaf nodes reachable from root in reverse creation order (root first), which is
     // exactly the order backward() visits them, so a kept order replays bit for bit.
     void topological_order(NodeId root, std::vector<NodeId>& order);
+    // The same for several roots: every non-leaf node reachable from any of them, once.
+    void topological_order(const std::vector<NodeId>& roots, std::vector<NodeId>& order) {
+        collect_order(roots, order, false);
+    }
 
     // --- derivatives that leave .grad alone (cpp/derivatives.cpp) ---
     // Reverse mode: out[i] = d(sum_k seeds[k] * roots[k]) / d(inputs[i]), summed in the order
@@ -144,6 +148,9 @@ class Arena {
     Status recompute(NodeId id);
     // backward(order.front()) for an order from topological_order(): same result, bit for bit.
     void backward_along(const std::vector<NodeId>& order);
+    // Backward of sum_k seeds[k] * roots[k] along their order: grads of the order's nodes start
+    // at 0, each root's grad gains its seed (a leaf root's accumulates), then the sweep.
+    void backward_along(const std::vector<NodeId>& order, const std::vector<NodeId>& roots, const double* seeds);
 
     ArenaStats stats() const;
 
@@ -179,7 +186,7 @@ class Arena {
 
     // The derivative passes (derivatives.cpp), written once for double and for Node.
     friend class FloorScope;
-    void collect_order(const std::vector<NodeId>& roots, std::vector<NodeId>& order);
+    void collect_order(const std::vector<NodeId>& roots, std::vector<NodeId>& order, bool count = true);
     template <class S>
     void reverse_pass(const std::vector<NodeId>& roots, std::vector<S> seeds, const std::vector<NodeId>& inputs,
                       std::vector<S>& out);

@@ -17,6 +17,16 @@ namespace {
 template <class S>
 constexpr bool kRecording = std::is_class_v<S>;
 
+// A recorded rule's S{}: no contribution (a number's 0.0 is a contribution, added as the sweep does).
+template <class S>
+bool is_empty(const S& x) {
+    if constexpr (kRecording<S>) {
+        return !x;
+    } else {
+        return false;
+    }
+}
+
 const char* status_text(Status s) {
     switch (s) {
         case Status::ZeroDivision:
@@ -68,7 +78,7 @@ class FloorScope {
 
 // The non-leaf nodes reachable from any root, in reverse creation order (what backward visits):
 // one descending sweep when every root lies in one ordered run, else a search and a sort.
-void Arena::collect_order(const std::vector<NodeId>& roots, std::vector<NodeId>& order) {
+void Arena::collect_order(const std::vector<NodeId>& roots, std::vector<NodeId>& order, bool count) {
     order.clear();
     bool ordered = true;
     bool any = false;
@@ -86,7 +96,7 @@ void Arena::collect_order(const std::vector<NodeId>& roots, std::vector<NodeId>&
     if (!any) return;
     const std::uint32_t epoch = next_epoch();
     if (ordered) {
-        ++sweeps_ordered_;
+        if (count) ++sweeps_ordered_;
         for (const NodeId r : roots) visit_mark_[r] = epoch;
         for (NodeId id = top;; --id) {
             if (visit_mark_[id] == epoch && !is_leaf(id)) {
@@ -101,7 +111,7 @@ void Arena::collect_order(const std::vector<NodeId>& roots, std::vector<NodeId>&
         }
         return;
     }
-    ++sweeps_dfs_;
+    if (count) ++sweeps_dfs_;
     for (const NodeId r : roots) {
         if (is_leaf(r) || visit_mark_[r] == epoch) continue;
         visit_mark_[r] = epoch;
@@ -190,9 +200,11 @@ void Arena::propagate_any(NodeId id, const S& g, AddGrad&& add) {
             const NodeId a = a_[id];
             const NodeId b = b_[id];
             const S vb = Rule::arity == 2 ? at(b) : S{};
-            const Pair<S> d = Rule::template vjp<rules::AnyGrad>(g, at(a), vb, at(id));
-            add(a, d.a);
-            if constexpr (differentiable_inputs<Rule>() == 2) add(b, d.b);
+            Pair<S> d = Rule::template vjp<rules::AnyGrad>(g, at(a), vb, at(id));
+            add(a, std::move(d.a));
+            if constexpr (differentiable_inputs<Rule>() == 2) {
+                if (!is_empty(d.b)) add(b, std::move(d.b));  // Select's mask: no node
+            }
         }
     });
 }
@@ -238,7 +250,7 @@ bool Arena::tangent_term(NodeId id, std::uint32_t i, const S& t, S& out) {
             const S vb = Rule::arity == 2 ? at(b) : S{};
             Pair<S> d = Rule::template vjp<rules::AnyGrad>(t, at(a), vb, at(id));
             out = i == 0 ? std::move(d.a) : std::move(d.b);
-            return true;
+            return !is_empty(out);
         }
     });
 }
@@ -377,8 +389,11 @@ void Arena::forward_pass(const std::vector<NodeId>& inputs, std::vector<S> tange
             const std::uint32_t q = list.position[c];
             return active[q] != 0 ? &tangent[q] : nullptr;
         };
+        // Terms in the order the rule sums them: for dot w_0, x_0, w_1, x_1, ... (as Tape::jvp).
         const std::uint32_t n = num_children(id);
-        for (std::uint32_t i = 0; i < n; ++i) {
+        const bool dot = op_[id] == Op::Dot;
+        for (std::uint32_t k = 0; k < n; ++k) {
+            const std::uint32_t i = dot ? (k % 2 == 0 ? k / 2 : n / 2 + k / 2) : k;
             const NodeId c = child(id, i);
             const S* tc = term(c);
             if (tc == nullptr) continue;

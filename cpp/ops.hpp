@@ -457,7 +457,7 @@ struct Scale {
 };
 
 // x where c != 0, else 0 (select): the guard of a guarded expression. c is a mask: it gets no
-// gradient, so it is not a differentiable child.
+// gradient (zero in the sweep, no node when recorded), like Step's input.
 struct Select {
     static constexpr const char* name = "select";
     static constexpr int arity = 2;
@@ -564,8 +564,7 @@ inline auto visit_elementary(Op op, F&& f) {
 inline bool is_nary(Op op) { return op == Op::Sum || op == Op::Dot || op == Op::LogSumExp || op == Op::Custom; }
 
 // How many of a rule's inputs are children that receive gradient: all of them, except
-// PowConst's constant exponent, which is an implementation detail hidden from _prev, and
-// Select's mask.
+// PowConst's constant exponent, which is an implementation detail hidden from _prev.
 template <class Rule>
 constexpr int differentiable_inputs() {
     return Rule::arity;
@@ -574,10 +573,7 @@ template <>
 constexpr int differentiable_inputs<rules::PowConst>() {
     return 1;
 }
-template <>
-constexpr int differentiable_inputs<rules::Select>() {
-    return 1;
-}
+
 
 // Masks (Step, Sign, NonZero, Finite) give their input no gradient; a recorded pass skips them.
 template <class Rule, class = void>

@@ -156,14 +156,24 @@ void dot_backward(const double* go, bool finite, In<WS> w, In<XS> x, GradOut<WS>
 
 }  // namespace
 
-Tape::Tape(Arena& arena, NodeId root, std::vector<NodeId> inputs) : arena_(arena), inputs_(std::move(inputs)) {
-    if (arena.is_leaf(root)) {
-        throw std::invalid_argument("cannot record a leaf: the root must be the result of an op");
-    }
-    arena.topological_order(root, order_);
+Tape::Tape(Arena& arena, NodeId root, std::vector<NodeId> inputs)
+    : Tape(arena, [&] {
+          if (arena.is_leaf(root)) {
+              throw std::invalid_argument("cannot record a leaf: the root must be the result of an op");
+          }
+          return std::vector<NodeId>{root};
+      }(), std::move(inputs)) {}
+
+Tape::Tape(Arena& arena, std::vector<NodeId> roots, std::vector<NodeId> inputs)
+    : arena_(arena), roots_(std::move(roots)), inputs_(std::move(inputs)) {
+    if (roots_.empty()) throw std::invalid_argument("a tape needs at least one root");
+    arena.topological_order(roots_, order_);
 
     std::vector<NodeId> graph_leaves;  // in order of discovery, so rows are deterministic
     std::unordered_set<NodeId> seen;
+    for (const NodeId r : roots_) {
+        if (arena.is_leaf(r) && seen.insert(r).second) graph_leaves.push_back(r);
+    }
     for (const NodeId n : order_) {
         const std::uint32_t count = num_operands(arena, n);
         for (std::uint32_t i = 0; i < count; ++i) {
@@ -190,10 +200,17 @@ Tape::Tape(Arena& arena, NodeId root, std::vector<NodeId> inputs) : arena_(arena
     }
     num_shared_ = leaves_.size();
     leaves_.insert(leaves_.end(), inputs_.begin(), inputs_.end());
-    arena.retain(root);  // keeps the whole graph alive and unchanged
+    for (const NodeId r : roots_) arena.retain(r);  // keeps the whole graph alive and unchanged
 }
 
-Tape::~Tape() { arena_.release(root()); }
+Tape::~Tape() {
+    for (const NodeId r : roots_) arena_.release(r);
+}
+
+void Tape::backward(const double* seeds) {
+    if (seeds == nullptr) throw std::invalid_argument("backward needs one seed per root");
+    arena_.backward_along(order_, roots_, seeds);
+}
 
 bool Tape::forward(const double* input_values, ReplayError& error) {
     if (input_values == nullptr && !inputs_.empty()) throw std::invalid_argument("forward needs input values");
@@ -215,6 +232,13 @@ bool Tape::forward(const double* input_values, ReplayError& error) {
 // Runs on the row program (rows name nodes; values are read from the arena), so it shares the
 // compiled operand lists with batched replay.
 double Tape::jvp(const double* tangents) {
+    double out = 0.0;
+    if (roots_.size() != 1) throw std::invalid_argument("jvp of a tape of several roots gives one value per root");
+    jvp(tangents, &out);
+    return out;
+}
+
+void Tape::jvp(const double* tangents, double* root_tangents) {
     if (tangents == nullptr && !inputs_.empty()) throw std::invalid_argument("jvp needs one tangent per input");
     if (program_.empty()) compile();
     const std::size_t n_in = inputs_.size();
@@ -255,19 +279,23 @@ double Tape::jvp(const double* tangents) {
         } else {
             visit_elementary(ins.op, [&](auto rule) {
                 using Rule = decltype(rule);
-                const double va = value(ins.a);
-                const double vb = value(ins.b);
-                const double out = value(ins.out);
-                if (active(ins.a)) add(Rule::vjp(tangent_[ins.a], va, vb, out).a);
-                if constexpr (differentiable_inputs<Rule>() == 2) {
-                    if (active(ins.b)) add(Rule::vjp(tangent_[ins.b], va, vb, out).b);
+                if constexpr (!has_zero_derivative<Rule>) {  // a mask's tangent is a symbolic zero
+                    const double va = value(ins.a);
+                    const double vb = value(ins.b);
+                    const double out = value(ins.out);
+                    if (active(ins.a)) add(Rule::vjp(tangent_[ins.a], va, vb, out).a);
+                    if constexpr (differentiable_inputs<Rule>() == 2) {
+                        if (active(ins.b)) add(Rule::vjp(tangent_[ins.b], va, vb, out).b);
+                    }
                 }
             });
         }
         tangent_[ins.out] = t;
         active_[ins.out] = any;
     }
-    return active_[root_row()] != 0 ? tangent_[root_row()] : 0.0;
+    for (std::size_t k = 0; k < roots_.size(); ++k) {
+        root_tangents[k] = active(root_operand_[k]) ? tangent_[root_operand_[k]] : 0.0;
+    }
 }
 
 // --- batched replay --------------------------------------------------------------------------
@@ -305,9 +333,12 @@ void Tape::compile() {
             program.push_back({op, static_cast<std::uint32_t>(r), operand.at(arena_.child(n, 0)), b});
         }
     }
+    std::vector<std::uint32_t> root_operand;
+    for (const NodeId r : roots_) root_operand.push_back(operand.at(r));
     row_node_.swap(row_node);
     program_.swap(program);
     operands_.swap(operands);
+    root_operand_.swap(root_operand);
     zero_row_ = zero_row;
 }
 
@@ -406,7 +437,10 @@ bool Tape::forward_batch(const double* x, std::size_t batch, double* out, Replay
             return false;
         }
     }
-    std::copy_n(row(values_, root_row()), batch, out);
+    const std::size_t n_roots = roots_.size();
+    for (std::size_t k = 0; k < n_roots; ++k) {
+        for (std::size_t s = 0; s < batch; ++s) out[s * n_roots + k] = operand_value(root_operand_[k], s);
+    }
     have_batch_forward_ = true;
     return true;
 }
@@ -416,8 +450,12 @@ void Tape::backward_batch(const double* seed, double* input_grads) {
     const std::size_t batch = batch_;
     std::fill(grads_.begin(), grads_.end(), 0.0);
     std::fill(shared_grads_.begin(), shared_grads_.end(), 0.0);
-    double* groot = row(grads_, root_row());
-    for (std::size_t s = 0; s < batch; ++s) groot[s] = seed != nullptr ? seed[s] : 1.0;
+    const std::size_t n_roots = roots_.size();
+    for (std::size_t k = 0; k < n_roots; ++k) {
+        double* g = grad_of(root_operand_[k]);
+        const bool shared = (root_operand_[k] & kShared) != 0;
+        for (std::size_t s = 0; s < batch; ++s) g[shared ? 0 : s] += seed != nullptr ? seed[s * n_roots + k] : 1.0;
+    }
 
     // Two scratch rows for shared operands' per-sample gradients (an op has at most two operands).
     double* scratch_a = scratch_.data();
@@ -494,6 +532,91 @@ void Tape::backward_batch(const double* seed, double* input_grads) {
             const double* g = row(grads_, static_cast<std::uint32_t>(i));
             for (std::size_t s = 0; s < batch; ++s) input_grads[s * n_in + i] = g[s];
         }
+    }
+}
+
+// Forward mode over rows: a row's tangent is the sum, in operand order, of each active operand's
+// term (the rule's vjp applied to the operand's tangent), as in jvp(). Activity is per row (shared
+// leaves are never active), so the loops over samples have no branches.
+void Tape::jvp_batch(const double* tangents, double* out) {
+    if (!have_batch_forward_) throw std::logic_error("jvp_batch needs a successful forward_batch first");
+    if (tangents == nullptr && !inputs_.empty()) throw std::invalid_argument("jvp_batch needs tangents");
+    const std::size_t batch = batch_;
+    const std::size_t rows = std::size_t{zero_row_} + 1;
+    tangent_.assign(rows * batch, 0.0);
+    active_.assign(rows, 0);
+    const std::size_t n_in = inputs_.size();
+    for (std::size_t i = 0; i < n_in; ++i) {
+        double* t = tangent_.data() + i * batch;
+        for (std::size_t s = 0; s < batch; ++s) t[s] = tangents[s * n_in + i];
+        active_[i] = 1;
+    }
+    const auto active = [&](std::uint32_t operand) { return (operand & kShared) == 0 && active_[operand] != 0; };
+    const auto trow = [&](std::uint32_t r) { return tangent_.data() + std::size_t{r} * batch; };
+    for (const Instruction& ins : program_) {
+        double* t = trow(ins.out);
+        bool any = false;
+        // Adds term(s) for every sample: the first term is stored, later ones added.
+        const auto add = [&](auto term) {
+            if (any) {
+                for (std::size_t s = 0; s < batch; ++s) t[s] += term(s);
+            } else {
+                for (std::size_t s = 0; s < batch; ++s) t[s] = term(s);
+            }
+            any = true;
+        };
+        const std::uint32_t* c = operands_.data() + ins.a;
+        if (ins.op == Op::Sum) {
+            for (std::uint32_t k = 0; k < ins.b; ++k) {
+                if (active(c[k])) add([&, tc = trow(c[k])](std::size_t s) { return tc[s]; });
+            }
+        } else if (ins.op == Op::Dot) {
+            const std::uint32_t n = ins.b / 2;
+            for (std::uint32_t k = 0; k < n; ++k) {
+                const std::uint32_t w = c[k];
+                const std::uint32_t x = c[n + k];
+                if (active(w)) {
+                    add([&, tw = trow(w)](std::size_t s) { return rules::AnyGrad::scale(tw[s], operand_value(x, s)); });
+                }
+                if (active(x)) {
+                    add([&, tx = trow(x)](std::size_t s) { return rules::AnyGrad::scale(tx[s], operand_value(w, s)); });
+                }
+            }
+        } else if (ins.op == Op::LogSumExp) {
+            const double* o = row(values_, ins.out);
+            for (std::uint32_t k = 0; k < ins.b; ++k) {
+                if (active(c[k])) {
+                    add([&, tc = trow(c[k]), x = c[k]](std::size_t s) {
+                        return rules::LogSumExp::vjp(tc[s], operand_value(x, s), o[s]);
+                    });
+                }
+            }
+        } else {
+            const double* o = row(values_, ins.out);
+            visit_elementary(ins.op, [&](auto rule) {
+                using Rule = decltype(rule);
+                if constexpr (!has_zero_derivative<Rule>) {
+                    if (active(ins.a)) {
+                        add([&, ta = trow(ins.a)](std::size_t s) {
+                            return Rule::vjp(ta[s], operand_value(ins.a, s), operand_value(ins.b, s), o[s]).a;
+                        });
+                    }
+                    if constexpr (differentiable_inputs<Rule>() == 2) {
+                        if (active(ins.b)) {
+                            add([&, tb = trow(ins.b)](std::size_t s) {
+                                return Rule::vjp(tb[s], operand_value(ins.a, s), operand_value(ins.b, s), o[s]).b;
+                            });
+                        }
+                    }
+                }
+            });
+        }
+        active_[ins.out] = any;
+    }
+    const std::size_t n_roots = roots_.size();
+    for (std::size_t k = 0; k < n_roots; ++k) {
+        const std::uint32_t r = root_operand_[k];
+        for (std::size_t s = 0; s < batch; ++s) out[s * n_roots + k] = active(r) ? trow(r)[s] : 0.0;
     }
 }
 

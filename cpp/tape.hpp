@@ -42,11 +42,16 @@ class Tape {
     // std::invalid_argument (with a message for the user) for a leaf root, an input that is not
     // a leaf of the graph, or an input given twice.
     Tape(Arena& arena, NodeId root, std::vector<NodeId> inputs);
+    // A tape of several roots (a gradient vector, a Jacobian's rows): one order for all of them,
+    // so shared subexpressions are evaluated once. Roots may repeat and may be leaves (a
+    // gradient entry that is a constant); at least one is needed.
+    Tape(Arena& arena, std::vector<NodeId> roots, std::vector<NodeId> inputs);
     ~Tape();
     Tape(const Tape&) = delete;
     Tape& operator=(const Tape&) = delete;
 
-    NodeId root() const { return order_.front(); }
+    NodeId root() const { return roots_.front(); }
+    const std::vector<NodeId>& roots() const { return roots_; }
     const std::vector<NodeId>& inputs() const { return inputs_; }
     std::size_t num_nodes() const { return order_.size(); }  // non-leaf nodes
     std::size_t num_leaves() const { return leaves_.size(); }
@@ -55,27 +60,37 @@ class Tape {
     // Writes the inputs (inputs().size() values) into their leaves and recomputes every node.
     // On failure, values are left partly updated and `error` says where; replay again to fix.
     bool forward(const double* input_values, ReplayError& error);
-    // Exactly Arena::backward(root), along the recorded order.
+    // Exactly Arena::backward(root), along the recorded order (a tape of one non-leaf root).
     void backward() { arena_.backward_along(order_); }
+    // Backward of sum_k seeds[k] * roots[k]: fresh grads for the graph's nodes, accumulated grads
+    // for its leaves. With one root and seed 1 it is backward(), bit for bit.
+    void backward(const double* seeds);
     // Forward mode: the directional derivative of the root along `tangents` (one per input) at the
     // graph's current values (those of the last forward(), or of recording). Every rule's vjp is
     // linear in g, so a node's tangent is the sum, in child order, of its rule applied to each
     // input's tangent. Only nodes that depend on an input with a nonzero tangent are active (JAX's
     // symbolic zeros): an infinite or NaN local derivative of anything else never reaches the
     // result, so d/dx (x * sqrt(y)) at y = 0 with only x seeded is sqrt(0) = 0, not NaN.
+    // With several roots, out receives one directional derivative per root.
     double jvp(const double* tangents);
+    void jvp(const double* tangents, double* out);
 
     // --- batched replay, in the tape's own rows ---
     // x is batch rows of inputs().size() values (row-major), batch >= 1 (std::invalid_argument
-    // otherwise). Writes each sample's root value to out[sample]. On failure `error` names the op
+    // otherwise). Writes each sample's root values to out (batch rows of roots().size()). On failure `error` names the op
     // and the first failing sample. A batch too large to index throws std::length_error, one too
     // large to allocate std::bad_alloc; either leaves the tape as it was.
     bool forward_batch(const double* x, std::size_t batch, double* out, ReplayError& error);
-    // Seeds the root's grad with seed[sample] (1 for every sample if seed is null), sweeps
-    // back, and adds each shared leaf's grad, summed over the batch, into the arena's grads.
+    // Seeds each root's grad with seed (batch rows of roots().size(); 1 for every root and sample
+    // if seed is null), sweeps back, and adds each shared leaf's grad, summed over the batch, into
+    // the arena's grads.
     // If input_grads is not null it receives d(root)/d(input), batch rows of inputs().size().
     // Needs a forward_batch first.
     void backward_batch(const double* seed, double* input_grads);
+    // Forward mode for every sample at once, after forward_batch: tangents holds one direction per
+    // sample (batch rows of inputs().size()), out receives batch rows of roots().size(). With every
+    // sample at the same point and the tangents the identity, that is the Jacobian in one call.
+    void jvp_batch(const double* tangents, double* out);
     // The batch of values of a node of the graph after forward_batch (batch values), or null
     // when the node is not in the graph.
     const double* batch_values(NodeId id) const;
@@ -96,7 +111,9 @@ class Tape {
     static constexpr std::uint32_t kShared = 0x80000000u;
 
     void compile();
-    std::uint32_t root_row() const { return zero_row_ - 1; }  // the root comes last in forward order
+    double operand_value(std::uint32_t operand, std::size_t sample) {
+        return (operand & kShared) != 0 ? shared_values_[operand & ~kShared] : row(values_, operand)[sample];
+    }
     double* row(std::vector<double>& buffer, std::uint32_t r) { return buffer.data() + std::size_t{r} * batch_; }
     double* value_of(std::uint32_t operand) {
         return (operand & kShared) != 0 ? &shared_values_[operand & ~kShared] : row(values_, operand);
@@ -106,7 +123,8 @@ class Tape {
     }
 
     Arena& arena_;
-    std::vector<NodeId> order_;   // non-leaf nodes, root first (Arena::topological_order)
+    std::vector<NodeId> roots_;
+    std::vector<NodeId> order_;   // non-leaf nodes, reverse creation order (Arena::topological_order)
     std::vector<NodeId> inputs_;
     std::vector<NodeId> leaves_;  // every leaf of the graph: shared ones first, then the inputs
 
@@ -115,6 +133,7 @@ class Tape {
     std::vector<Instruction> program_;
     std::vector<std::uint32_t> operands_;  // operands of n-ary instructions
     std::vector<NodeId> row_node_;         // node of each row, for batch_values
+    std::vector<std::uint32_t> root_operand_;  // each root's row, or its shared leaf
     std::size_t num_shared_ = 0;
     std::uint32_t zero_row_ = 0;
     std::size_t batch_ = 0;
@@ -123,7 +142,7 @@ class Tape {
     std::vector<double> shared_values_;
     std::vector<double> shared_grads_;
     std::vector<double> scratch_;  // two rows: shared operands' per-sample gradients
-    std::vector<double> tangent_;  // per row: forward-mode tangents (jvp)
+    std::vector<double> tangent_;  // per row: forward-mode tangents (jvp; batch of them for jvp_batch)
     std::vector<char> active_;     // per row: does it depend on a seeded input?
     bool have_batch_forward_ = false;
 };

@@ -83,6 +83,13 @@ Array real_array(const py::object& obj, const char* who) {
     return Array::ensure(raw);
 }
 
+// A Tape that remembers whether it was given a list of roots, so results keep that shape (a tape
+// of one root given as a list returns arrays of one).
+struct BoundTape : Tape {
+    using Tape::Tape;
+    bool several = false;
+};
+
 py::object value_handle(NodeId id) { return py::reinterpret_steal<py::object>(handle_for(id)); }
 
 Array copy_row(const double* data, std::size_t n) {
@@ -94,13 +101,17 @@ Array copy_row(const double* data, std::size_t n) {
 }  // namespace
 
 void bind_replay(py::module_& m) {
-    py::class_<Tape>(m, "Tape", R"doc(
+    py::class_<BoundTape>(m, "Tape", R"doc(
 A recorded graph, replayed in native code.
 
 Tape(root, inputs=()) records the graph below ``root``. ``inputs`` are leaves of that graph
 whose values each replay supplies; every other leaf (parameters, constants) is read from its
 Value at replay time, so parameter updates are seen. The tape owns its graph: it stays alive
 and unchanged while the tape lives, even if every Python handle is dropped.
+
+``root`` may be a list of Values (a gradient from ``arenagrad.grad(..., create_graph=True)``, a
+Jacobian's rows): the tape then has several roots sharing one order, forward() and jvp() return
+one value per root, and backward() takes one seed per root.
 
 Only what was recorded replays: a Python-level branch on ``.data`` was decided once, when the
 graph was built. Ops whose derivative depends on the data (relu, abs) are re-evaluated and
@@ -109,12 +120,24 @@ are exact on every replay.
         .def(py::init([](py::handle root, const py::iterable& inputs) {
                  std::vector<py::object> keep;
                  std::vector<NodeId> ids = nodes_arg(inputs, "inputs", keep);
-                 return std::make_unique<Tape>(arena(), node_arg(root, "root"), std::move(ids));
+                 NodeId single = 0;
+                 if (node_of(root.ptr(), &single)) {
+                     return std::make_unique<BoundTape>(arena(), single, std::move(ids));
+                 }
+                 if (!py::isinstance<py::iterable>(root) || py::isinstance<py::str>(root)) {
+                     throw py::type_error("root must be an arenagrad.Value or a sequence of them, not " +
+                                          std::string(Py_TYPE(root.ptr())->tp_name));
+                 }
+                 std::vector<NodeId> roots = nodes_arg(py::reinterpret_borrow<py::iterable>(root), "root", keep);
+                 if (roots.empty()) throw py::value_error("root is empty: give at least one Value");
+                 auto tape = std::make_unique<BoundTape>(arena(), std::move(roots), std::move(ids));
+                 tape->several = true;
+                 return tape;
              }),
              py::arg("root"), py::arg("inputs") = py::tuple())
         .def(
             "forward",
-            [](Tape& tape, const py::object& inputs) {
+            [](BoundTape& tape, const py::object& inputs) -> py::object {
                 Array values = inputs.is_none() ? Array(0) : real_array(inputs, "forward()");
                 if (!values || values.ndim() != 1) throw py::type_error("forward() expects a 1-d sequence of numbers");
                 if (static_cast<std::size_t>(values.size()) != tape.inputs().size()) {
@@ -123,31 +146,54 @@ are exact on every replay.
                 }
                 ReplayError error;
                 if (!tape.forward(values.data(), error)) raise_replay_error(error, false);
-                return arena().value(tape.root());
+                if (!tape.several) return py::float_(arena().value(tape.root()));
+                Array out(static_cast<py::ssize_t>(tape.roots().size()));
+                for (std::size_t k = 0; k < tape.roots().size(); ++k) out.mutable_data()[k] = arena().value(tape.roots()[k]);
+                return out;
             },
             py::arg("inputs") = py::none(),
             "Writes the inputs into their leaves, recomputes every node in place and returns the root's "
-            "value: equal, bit for bit, to building the graph again with those values.")
+            "value (an array of the roots' values for a tape of several): equal, bit for bit, to building "
+            "the graph again with those values.")
         .def(
             "jvp",
-            [](Tape& tape, const py::object& tangents) {
+            [](BoundTape& tape, const py::object& tangents) -> py::object {
                 Array t = real_array(tangents, "jvp()");
                 if (t.ndim() != 1 || static_cast<std::size_t>(t.size()) != tape.inputs().size()) {
                     throw py::value_error("jvp() expects " + std::to_string(tape.inputs().size()) +
                                           " tangents, one per input");
                 }
-                return tape.jvp(t.data());
+                Array out(static_cast<py::ssize_t>(tape.roots().size()));
+                tape.jvp(t.data(), out.mutable_data());
+                if (!tape.several) return py::float_(out.data()[0]);
+                return out;
             },
             py::arg("tangents"),
-            "Forward mode: the directional derivative of the root along `tangents` (one per input) at the "
-            "graph's current values (those of the last forward(), or of recording). Inputs whose tangent is 0 "
-            "are inactive: their infinite or NaN partials do not reach the result (JAX's symbolic zeros).")
-        .def("backward", &Tape::backward,
-             "root.backward() along the recorded order: fresh grads for the graph's nodes, accumulated "
-             "grads for its leaves.")
+            "Forward mode: the directional derivative of the root (of each root) along `tangents` (one per "
+            "input) at the graph's current values (those of the last forward(), or of recording). Inputs "
+            "whose tangent is 0 are inactive: their infinite or NaN partials do not reach the result (JAX's "
+            "symbolic zeros). On a tape of a recorded gradient this is a Hessian-vector product.")
+        .def(
+            "backward",
+            [](BoundTape& tape, const py::object& seeds) {
+                if (seeds.is_none()) {
+                    if (tape.several) throw py::value_error("backward() of a tape of several roots needs seeds, one per root");
+                    tape.backward();
+                    return;
+                }
+                Array s = real_array(seeds, "backward()");
+                if (s.ndim() != 1 || static_cast<std::size_t>(s.size()) != tape.roots().size()) {
+                    throw py::value_error("backward() expects " + std::to_string(tape.roots().size()) +
+                                          " seeds, one per root");
+                }
+                tape.backward(s.data());
+            },
+            py::arg("seeds") = py::none(),
+            "root.backward() along the recorded order: fresh grads for the graph's nodes, accumulated "
+            "grads for its leaves. With seeds (one per root), the backward of sum(seeds[k] * roots[k]).")
         .def(
             "forward_batch",
-            [](Tape& tape, const py::object& x) {
+            [](BoundTape& tape, const py::object& x) {
                 Array batch = real_array(x, "forward_batch()");
                 const std::size_t n_in = tape.inputs().size();
                 if (!batch || batch.ndim() != 2 || static_cast<std::size_t>(batch.shape(1)) != n_in ||
@@ -156,7 +202,9 @@ are exact on every replay.
                                           ") with batch >= 1");
                 }
                 const auto n = static_cast<std::size_t>(batch.shape(0));
-                Array out(static_cast<py::ssize_t>(n));
+                const auto n_roots = static_cast<py::ssize_t>(tape.roots().size());
+                Array out = tape.several ? Array({static_cast<py::ssize_t>(n), n_roots})
+                                         : Array(static_cast<py::ssize_t>(n));
                 ReplayError error;
                 bool ok = false;
                 try {
@@ -170,20 +218,29 @@ are exact on every replay.
             },
             py::arg("x"),
             "Evaluates the graph for every row of x (one sample per row, one column per input) and returns "
-            "the root's value for each sample.")
+            "the root's value for each sample (shape (batch, roots) for a tape of several).")
         .def(
             "backward_batch",
-            [](Tape& tape, const py::object& seed) {
+            [](BoundTape& tape, const py::object& seed) {
                 if (tape.batch() == 0) throw py::value_error("backward_batch() needs forward_batch() first");
+                const std::size_t n_roots = tape.roots().size();
                 std::vector<double> seeds;
                 if (!seed.is_none()) {
                     Array s = real_array(seed, "backward_batch()");
-                    if (!s || (s.ndim() != 0 && (s.ndim() != 1 || static_cast<std::size_t>(s.size()) != tape.batch()))) {
-                        throw py::value_error("backward_batch() expects a number or an array of " +
-                                              std::to_string(tape.batch()) + " seeds");
+                    const bool ok = tape.several ? (s && s.ndim() == 2 && static_cast<std::size_t>(s.shape(0)) == tape.batch() &&
+                                                    static_cast<std::size_t>(s.shape(1)) == n_roots)
+                                                 : (s && (s.ndim() == 0 || (s.ndim() == 1 && static_cast<std::size_t>(s.size()) == tape.batch())));
+                    if (!ok) {
+                        throw py::value_error(tape.several ? "backward_batch() expects seeds of shape (" +
+                                                                 std::to_string(tape.batch()) + ", " +
+                                                                 std::to_string(n_roots) + "), one per sample and root"
+                                                           : "backward_batch() expects a number or an array of " +
+                                                                 std::to_string(tape.batch()) + " seeds");
                     }
-                    seeds.assign(tape.batch(), s.data()[0]);
-                    if (s.ndim() == 1) std::copy_n(s.data(), tape.batch(), seeds.begin());
+                    seeds.assign(tape.batch() * n_roots, s.data()[0]);
+                    if (s.ndim() >= 1) std::copy_n(s.data(), tape.batch() * n_roots, seeds.begin());
+                } else if (tape.several) {
+                    throw py::value_error("backward_batch() of a tape of several roots needs seeds of shape (batch, roots)");
                 }
                 Array grads({static_cast<py::ssize_t>(tape.batch()), static_cast<py::ssize_t>(tape.inputs().size())});
                 try {
@@ -195,11 +252,37 @@ are exact on every replay.
             },
             py::arg("seed") = py::none(),
             "Backpropagates every sample at once, seeding each sample's root grad with `seed` (1 by "
-            "default; e.g. 1/batch for a mean). Adds the batch-summed grads of the shared leaves "
-            "(parameters) into their .grad and returns d(root)/d(inputs), shape (batch, inputs).")
+            "default; e.g. 1/batch for a mean; shape (batch, roots) for a tape of several). Adds the "
+            "batch-summed grads of the shared leaves (parameters) into their .grad and returns "
+            "d(root)/d(inputs), shape (batch, inputs).")
+        .def(
+            "jvp_batch",
+            [](BoundTape& tape, const py::object& tangents) {
+                if (tape.batch() == 0) throw py::value_error("jvp_batch() needs forward_batch() first");
+                Array t = real_array(tangents, "jvp_batch()");
+                const std::size_t n_in = tape.inputs().size();
+                if (!t || t.ndim() != 2 || static_cast<std::size_t>(t.shape(0)) != tape.batch() ||
+                    static_cast<std::size_t>(t.shape(1)) != n_in) {
+                    throw py::value_error("jvp_batch() expects tangents of shape (" + std::to_string(tape.batch()) + ", " +
+                                          std::to_string(n_in) + "), one direction per sample");
+                }
+                const auto n_roots = static_cast<py::ssize_t>(tape.roots().size());
+                const auto batch = static_cast<py::ssize_t>(tape.batch());
+                Array out = tape.several ? Array({batch, n_roots}) : Array(batch);
+                try {
+                    tape.jvp_batch(t.data(), out.mutable_data());
+                } catch (const std::logic_error& e) {
+                    throw py::value_error(e.what());
+                }
+                return out;
+            },
+            py::arg("tangents"),
+            "Forward mode for every sample of the last forward_batch() at once: row s of `tangents` is the "
+            "direction for sample s. With every sample at one point and the identity as tangents, a whole "
+            "Jacobian (on a tape of a recorded gradient: a Hessian) in one call.")
         .def(
             "batch_values",
-            [](const Tape& tape, py::handle value) {
+            [](const BoundTape& tape, py::handle value) {
                 const NodeId id = node_arg(value, "value");
                 if (tape.is_shared_leaf(id)) {
                     throw py::value_error("no batch values: this Value is a shared leaf of the graph (a parameter or "
@@ -215,15 +298,22 @@ are exact on every replay.
                 return copy_row(row, tape.batch());
             },
             py::arg("value"), "The values a node of the graph took for each sample of the last forward_batch().")
-        .def_property_readonly("root", [](const Tape& tape) { return value_handle(tape.root()); })
+        .def_property_readonly("root", [](const BoundTape& tape) { return value_handle(tape.root()); },
+                               "The root (the first root of a tape of several).")
+        .def_property_readonly("roots",
+                               [](const BoundTape& tape) {
+                                   py::list out;
+                                   for (const NodeId id : tape.roots()) out.append(value_handle(id));
+                                   return out;
+                               })
         .def_property_readonly("inputs",
-                               [](const Tape& tape) {
+                               [](const BoundTape& tape) {
                                    py::list out;
                                    for (const NodeId id : tape.inputs()) out.append(value_handle(id));
                                    return out;
                                })
-        .def_property_readonly("num_nodes", &Tape::num_nodes, "Non-leaf nodes in the recorded graph.")
-        .def_property_readonly("num_leaves", &Tape::num_leaves, "Leaves of the recorded graph, inputs included.");
+        .def_property_readonly("num_nodes", &BoundTape::num_nodes, "Non-leaf nodes in the recorded graph.")
+        .def_property_readonly("num_leaves", &BoundTape::num_leaves, "Leaves of the recorded graph, inputs included.");
 
     py::class_<ParamGroup>(m, "ParamGroup", R"doc(
 Parameters updated in bulk in native code, with PyTorch's SGD and Adam formulas.
