@@ -11,7 +11,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _version
 
-from . import _copying as _copying  # registers pickle/copy support for the native Value
+from . import _copying as _copying  # registers pickle/copy support for the native Value and Dual
 from . import datasets, losses, nn, optim
 from ._core import Dual, ParamGroup, Tape, Value, arena_stats
 from ._core import dot as dot  # re-exported, not in __all__ (see below)
