@@ -3,6 +3,7 @@
     python benchmarks/run.py                  # full sizes, ~10 minutes
     python benchmarks/run.py --quick          # tiny sizes, seconds
     python benchmarks/run.py --only chain,wide --engines arenagrad,micrograd --repeat 9
+    python benchmarks/run.py --only dual --engines arenagrad --repeat 15   # Dual vs eager Value per op
     python benchmarks/run.py --write-md       # also rewrite BENCHMARKS.md
 
 See benchmarks/README.md for what each workload measures.
@@ -26,7 +27,7 @@ if __package__ in (None, ""):
     # Run as a script: make the repository root importable so `benchmarks.*` resolves.
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import bandwidth, chain, memory, moons, report, wide
+from benchmarks import bandwidth, chain, dual, memory, moons, report, wide
 from benchmarks.common import REPO_ROOT, Config, Result
 from benchmarks.engines import ALL_ENGINES, load_engines
 
@@ -36,6 +37,7 @@ WORKLOADS = {
     "moons": moons.run,
     "memory": memory.run,
     "bandwidth": bandwidth.run,
+    "dual": dual.run,
 }
 
 
