@@ -228,6 +228,15 @@ def test_zero_tangents_contribute_nothing_even_against_infinite_partials() -> No
     assert (Dual(3.0, 1.0) * Dual(0.0) ** 0.5 + Dual(3.0, 1.0)).dual == 1.0
 
 
+def test_a_computed_zero_tangent_is_inactive_too() -> None:
+    """Where Tape.jvp (structural activity, as torch.func) gives NaN, Dual gives what backward() gives."""
+    x = Value(-1.0)
+    root = x.relu().sqrt()
+    assert math.isnan(ag.Tape(root, [x]).jvp([1.0]))
+    root.backward()
+    assert Dual(-1.0, 1.0).relu().sqrt().dual == x.grad == 0.0
+
+
 def test_nan_propagates_without_error() -> None:
     for name, f in UNARY.items():
         out = f(Dual(nan, 1.0))
