@@ -347,8 +347,6 @@ def test_pickle_and_copy() -> None:
 
 # -- random programs ---------------------------------------------------------------------------------
 
-PROGRAM_UNARY = tuple(UNARY)
-PROGRAM_BINARY = tuple(BINARY)
 FORMS = ("nodes", "node op number", "number op node")
 
 
@@ -360,9 +358,9 @@ def programs(draw: Any) -> tuple[list[float], list[tuple[Any, ...]]]:
         n = len(inputs) + len(steps)
         index = st.one_of(st.integers(max(0, n - 3), n - 1), st.integers(0, n - 1))  # mostly recent: deep
         if draw(st.booleans()):
-            steps.append((draw(st.sampled_from(PROGRAM_UNARY)), draw(index)))
+            steps.append((draw(st.sampled_from(tuple(UNARY))), draw(index)))
         else:
-            steps.append((draw(st.sampled_from(PROGRAM_BINARY)), draw(index), draw(index),
+            steps.append((draw(st.sampled_from(tuple(BINARY))), draw(index), draw(index),
                           draw(st.sampled_from(FORMS)), draw(numbers)))
     return inputs, steps
 
@@ -416,7 +414,8 @@ def test_random_programs_match_value_tape_jvp_and_reverse_mode(
     for i in range(n):
         if leaves[i] not in used:
             assert partials[i] == 0.0
-    # Reverse mode sums the same products in another order: equal to rounding, where well conditioned.
+    # Reverse mode sums the same products in another order. With every value and derivative under 1e3 and
+    # at most 12 ops, the orders differ by about 12 * 1e3 * 1e-16 ~ 1e-12; 1e-9 leaves room to spare.
     root.backward()
     grads = [leaf.grad for leaf in leaves]
     moderate = all(abs(v.data) < 1e3 for v in values) and all(abs(g) < 1e3 for g in [*grads, *partials])
