@@ -10,10 +10,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Callable
 
-from benchmarks import chain, derivatives, memory, moons, wide
+from benchmarks import chain, derivatives, dual, memory, moons, wide
 from benchmarks.common import ROLE_MICROGRAD, ROLE_TORCH, ROLE_TORCH_BATCHED, Result, fmt_num, fmt_ratio
 
-WORKLOAD_ORDER = ("chain", "wide", "moons", "memory", "derivatives")
+WORKLOAD_ORDER = ("chain", "wide", "moons", "memory", "derivatives", "dual")
 BASELINES = ((ROLE_MICROGRAD, "vs micrograd"), (ROLE_TORCH, "vs torch 0-dim"),
              (ROLE_TORCH_BATCHED, "vs torch batched"), (derivatives.ROLE_ARENAGRAD, "vs arenagrad"))
 
@@ -124,6 +124,13 @@ def _backward_target(rs: list[Result]) -> tuple[str, str]:
     return ("met" if ok else "not met"), measured
 
 
+def _dual_target(rs: list[Result]) -> tuple[str, str]:
+    r = find(rs, "dual", dual.M_SPEEDUP, dual.DUAL)
+    if r is None:
+        return "not measured", "no arenagrad Dual figure in this run"
+    return ("met" if r >= 1 else "not met"), f"{fmt_num(r)}x eager Value's speed"
+
+
 def _memory_target(rs: list[Result]) -> tuple[str, str]:
     v = find(rs, "memory", memory.M_WIDE, "arenagrad")
     if v is None:
@@ -162,6 +169,7 @@ TARGETS = [
     Target("moons step with arenagrad.nn ≥100x faster than micrograd",
            _ratio_target("moons", moons.M_STEP, "arenagrad.nn", "micrograd", 100)),
     Target("memory ≤100 bytes per node on wide, Python handles included", _memory_target),
+    Target("Dual ops at least as fast as eager Value ops (chain, median of per-repeat ratios)", _dual_target),
     Target("(later) replay moons step ≥1000x faster than micrograd and within 2x of PyTorch batched",
            _replay_target),
     Target("(later) batched replay faster than PyTorch batched", _batched_replay_target),

@@ -4,6 +4,7 @@
     python benchmarks/run.py --quick          # tiny sizes, seconds
     python benchmarks/run.py --only chain,wide --engines arenagrad,micrograd --repeat 9
     python benchmarks/run.py --only derivatives --engines arenagrad,torch-batched,jax
+    python benchmarks/run.py --only dual --engines arenagrad --repeat 15   # Dual vs eager Value per op
     python benchmarks/run.py --write-md       # also rewrite BENCHMARKS.md
 
 See benchmarks/README.md for what each workload measures.
@@ -28,7 +29,7 @@ if __package__ in (None, ""):
     # Run as a script: make the repository root importable so `benchmarks.*` resolves.
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import bandwidth, chain, derivatives, memory, moons, report, wide
+from benchmarks import bandwidth, chain, derivatives, dual, memory, moons, report, wide
 from benchmarks.common import REPO_ROOT, Config, Result
 from benchmarks.engines import ALL_ENGINES, JAX, load_engines
 
@@ -39,6 +40,7 @@ WORKLOADS = {
     "memory": memory.run,
     "bandwidth": bandwidth.run,
     "derivatives": derivatives.run,
+    "dual": dual.run,
 }
 # The workloads that know the jax engine key; the others never see it (it is not a scalar engine).
 JAX_WORKLOADS = ("derivatives",)

@@ -1,11 +1,12 @@
 // arenagrad._core: the only place where the C++ core meets Python.
 //
-// Value and its operators live in value_type.cpp (CPython API, for speed on the per-op path);
-// everything called once per graph or per step is bound here with pybind11.
+// Value and Dual, whose operators are on the per-op path, live in value_type.cpp and dual_type.cpp
+// (CPython API, for speed); everything called once per graph or per step is bound here with pybind11.
 #include <pybind11/pybind11.h>
 
 #include "custom_op.hpp"
 #include "derivatives.hpp"
+#include "dual_type.hpp"
 #include "replay.hpp"
 #include "value_type.hpp"
 
@@ -13,8 +14,9 @@ namespace py = pybind11;
 using arenagrad::binding::arena;
 
 PYBIND11_MODULE(_core, m) {
-    m.doc() = "arenagrad's native engine: the node arena and the Value type.";
+    m.doc() = "arenagrad's native engine: the node arena, the Value type and dual numbers.";
     if (!arenagrad::binding::add_value_type(m.ptr())) throw py::error_already_set();
+    if (!arenagrad::binding::add_dual_type(m.ptr())) throw py::error_already_set();
     arenagrad::binding::bind_replay(m);
     arenagrad::binding::bind_derivatives(m);
     arenagrad::binding::bind_custom_op(m);

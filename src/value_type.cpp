@@ -55,7 +55,9 @@ PyObject* wrap_new(NodeId id) {
     return reinterpret_cast<PyObject*>(self);
 }
 
-// "int", "str", or "arenagrad.reference.Value": enough to tell another engine's Value from ours.
+}  // namespace
+
+// type_name, to_double and repr are shared with the Dual type (see value_type.hpp).
 std::string type_name(PyObject* obj) {
     PyObject* type = reinterpret_cast<PyObject*>(Py_TYPE(obj));
     std::string name = Py_TYPE(obj)->tp_name;
@@ -74,10 +76,6 @@ std::string type_name(PyObject* obj) {
 
 // --- numbers -------------------------------------------------------------------------------
 
-enum class Conversion { Number, NotANumber, Error };
-
-// Python's rule for "a real number", without float()'s parsing of strings: float and int
-// (bool included) directly, then anything registered as numbers.Real (numpy scalars, Fraction).
 Conversion to_double(PyObject* obj, double* out) {
     if (PyFloat_Check(obj)) {
         *out = PyFloat_AS_DOUBLE(obj);
@@ -102,6 +100,8 @@ std::string repr(double x) {
     PyMem_Free(text);
     return s;
 }
+
+namespace {
 
 // The exponent as micrograd's f'**{other}' shows the usual int exponents: "**2", "**-1", "**0.5".
 std::string exponent_text(double k) {
@@ -522,7 +522,7 @@ std::vector<PyMethodDef>& methods() {
     static std::vector<PyMethodDef> defs = [] {
         std::vector<PyMethodDef> d;
 #define ARENAGRAD_METHOD(name, rule, method)                                                   \
-    if (rule::arity == 1 && Op::name != Op::Neg) {                                             \
+    if (is_method(Op::name, rule::arity)) {                                                    \
         d.push_back({#method, unary_method<Op::name>, METH_NOARGS, "Applies " #method " (one node)."}); \
     }
         ARENAGRAD_ELEMENTARY_OPS(ARENAGRAD_METHOD)

@@ -8,6 +8,8 @@
 
 #include <Python.h>
 
+#include <string>
+
 #include "arena.hpp"
 
 namespace arenagrad::binding {
@@ -27,6 +29,24 @@ std::size_t handle_table_bytes();
 
 // The node of a Value, or false if obj is not a Value.
 bool node_of(PyObject* obj, NodeId* id);
+
+// --- shared with the Dual type (dual_type.cpp), so both types read numbers and report errors alike ---
+
+enum class Conversion { Number, NotANumber, Error };
+
+// Python's rule for "a real number", without float()'s parsing of strings: float and int
+// (bool included) directly, then anything registered as numbers.Real (numpy scalars, Fraction).
+// Needs add_value_type to have run (it looks numbers.Real up).
+Conversion to_double(PyObject* obj, double* out);
+
+// "int", "str", or "arenagrad.reference.Value": enough to tell another engine's Value from ours.
+std::string type_name(PyObject* obj);
+
+// repr() of a float: "1.0", "inf", "1e-300".
+std::string repr(double x);
+
+// Whether an op of the table is a method (v.exp()): the unary ops, except neg, which is spelled -v.
+constexpr bool is_method(Op op, int arity) { return arity == 1 && op != Op::Neg; }
 
 // Sets the Python exception an op's forward Status stands for (ZeroDivisionError, ValueError,
 // OverflowError) with a message naming the op and its operands; returns null.

@@ -2,7 +2,8 @@
 
 ``Value`` objects record a graph as you compute; ``.backward()`` fills in every ``.grad``.
 The graph lives in a native arena (see ``cpp/``); ``arenagrad.reference`` is the same API in
-plain Python, for reading and for cross-checking.
+plain Python, for reading and for cross-checking. ``Dual`` is forward mode without a graph: dual
+numbers that carry derivatives along with values, by the same op table.
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _version
 
-from . import _copying as _copying  # registers pickle/copy support for the native Value
+from . import _copying as _copying  # registers pickle/copy support for the native Value and Dual
 from . import datasets, func, losses, nn, optim
-from ._core import ParamGroup, Tape, Value, arena_stats
+from ._core import Dual, ParamGroup, Tape, Value, arena_stats
 from ._core import dot as dot  # re-exported, not in __all__ (see below)
 from ._core import logsumexp as logsumexp
 from ._core import sum as sum
@@ -31,6 +32,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 __all__ = [
     "CustomOp",
+    "Dual",
     "GradcheckError",
     "ParamGroup",
     "Tape",

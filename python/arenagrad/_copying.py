@@ -1,7 +1,8 @@
-"""pickle and copy support for the native ``Value``.
+"""pickle and copy support for the native ``Value`` and ``Dual``.
 
-``Value`` is a C type (src/value_type.cpp), so its reducer is registered with ``copyreg``, which ``pickle``,
-``copy.copy`` and ``copy.deepcopy`` all consult. The reference engine's ``Value.__reduce__`` does the same.
+Both are C types (src/value_type.cpp, src/dual_type.cpp), so their reducers are registered with ``copyreg``,
+which ``pickle``, ``copy.copy`` and ``copy.deepcopy`` all consult. The reference engine's ``Value.__reduce__``
+does the same.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import copyreg
 from typing import Any
 
-from ._core import Value
+from ._core import Dual, Value
 
 
 def _reduce_value(value: Value) -> tuple[Any, ...]:
@@ -26,3 +27,11 @@ def _reduce_value(value: Value) -> tuple[Any, ...]:
 
 
 copyreg.pickle(Value, _reduce_value)
+
+
+def _reduce_dual(dual: Dual) -> tuple[Any, ...]:
+    # A Dual is only numbers, so it copies whole; the constructor takes .dual back, a float or the partials.
+    return (Dual, (dual.real, dual.dual))
+
+
+copyreg.pickle(Dual, _reduce_dual)
