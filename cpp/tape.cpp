@@ -162,9 +162,12 @@ Tape::Tape(Arena& arena, NodeId root, std::vector<NodeId> inputs)
               throw std::invalid_argument("cannot record a leaf: the root must be the result of an op");
           }
           return std::vector<NodeId>{root};
-      }(), std::move(inputs)) {}
+      }(), std::move(inputs), true) {}
 
 Tape::Tape(Arena& arena, std::vector<NodeId> roots, std::vector<NodeId> inputs)
+    : Tape(arena, std::move(roots), std::move(inputs), false) {}
+
+Tape::Tape(Arena& arena, std::vector<NodeId> roots, std::vector<NodeId> inputs, bool every_input_used)
     : arena_(arena), roots_(std::move(roots)), inputs_(std::move(inputs)) {
     if (roots_.empty()) throw std::invalid_argument("a tape needs at least one root");
     arena.topological_order(roots_, order_);
@@ -188,7 +191,10 @@ Tape::Tape(Arena& arena, std::vector<NodeId> roots, std::vector<NodeId> inputs)
             throw std::invalid_argument("input " + std::to_string(i) +
                                         " is the result of an op; only leaves (Values you created) can be inputs");
         }
-        if (seen.count(id) == 0) {
+        // A tape of one root rejects an input its graph does not read (a mistake, usually); a
+        // tape of several (a gradient) may have inputs that some or all roots ignore: a gradient
+        // entry is 0 where the function does not depend on an input.
+        if (seen.count(id) == 0 && every_input_used) {
             throw std::invalid_argument("input " + std::to_string(i) + " is not a leaf of the recorded graph");
         }
         if (!input_set.insert(id).second) {

@@ -44,7 +44,8 @@ class Tape {
     Tape(Arena& arena, NodeId root, std::vector<NodeId> inputs);
     // A tape of several roots (a gradient vector, a Jacobian's rows): one order for all of them,
     // so shared subexpressions are evaluated once. Roots may repeat and may be leaves (a
-    // gradient entry that is a constant); at least one is needed.
+    // gradient entry that is a constant), and inputs may be unread by every root (where a
+    // gradient is 0); at least one root is needed.
     Tape(Arena& arena, std::vector<NodeId> roots, std::vector<NodeId> inputs);
     ~Tape();
     Tape(const Tape&) = delete;
@@ -100,6 +101,8 @@ class Tape {
     std::size_t batch() const { return batch_; }
 
   private:
+    Tape(Arena& arena, std::vector<NodeId> roots, std::vector<NodeId> inputs, bool every_input_used);
+
     // One node of the row program. Operands are rows of values_ / grads_, or, with kShared set,
     // indexes of shared leaves: one value for every sample, never broadcast into a row.
     struct Instruction {

@@ -135,3 +135,14 @@ def test_jvp_batch_is_a_jacobian_of_many_outputs() -> None:
     tape.forward_batch(np.tile(x, (3, 1)))
     jac = tape.jvp_batch(np.eye(3)).T
     np.testing.assert_allclose(jac, F.jacrev(f)(x), rtol=1e-14, atol=1e-15)
+
+
+def test_a_gradient_tape_may_have_inputs_it_does_not_read() -> None:
+    """A gradient is 0 where the function ignores an input; a tape of it takes that input all the same."""
+    x, y, z = ag.Value(1.0), ag.Value(2.0), ag.Value(5.0)
+    grads = ag.grad(x * x + 3 * y, [x, y, z], create_graph=True)
+    tape = ag.Tape(grads, [x, y, z])
+    np.testing.assert_array_equal(tape.forward([4.0, 0.0, 1.0]), [8.0, 3.0, 0.0])
+    np.testing.assert_array_equal(tape.jvp([1.0, 1.0, 1.0]), [2.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match="not a leaf of the recorded graph"):
+        ag.Tape(x * x, [x, z])  # a tape of one root still catches the mistake

@@ -22,7 +22,8 @@ from typing import Any, Union
 
 import numpy as np
 
-from ._core import Value
+from . import _core
+from ._core import Tape, Value
 from .autodiff import grad as _grad
 from .autodiff import tangent as _tangent
 
@@ -194,22 +195,42 @@ def _jacobian(f: Function, x: Point, forward: bool | None) -> Any:
     ys, shape = _outputs(f(xs))
     n, m = len(xs), len(ys)
     use_forward = (n <= m) if forward is None else forward
+    if not graphs:
+        jac = _forward_jacobian(ys, xs) if use_forward else _reverse_jacobian(ys, xs)
+        return jac.reshape(*shape, n)
     rows: list[list[Value]] = [[] for _ in range(m)]
     if n and use_forward:
         for j in range(n):
-            basis = [0.0] * n
-            basis[j] = 1.0
-            seeds: list[float] | list[Value] = [Value(t) for t in basis] if graphs else basis
-            for i, d in enumerate(_tangent(ys, xs, seeds, create_graph=graphs)):
+            basis = [Value(1.0 if k == j else 0.0) for k in range(n)]
+            for i, d in enumerate(_tangent(ys, xs, basis, create_graph=True)):
                 rows[i].append(d)
     elif n:
         for i in range(m):
-            unit = [0.0] * m
-            unit[i] = 1.0
-            rows[i] = _grad(ys, xs, unit, create_graph=graphs)
-    if graphs:
-        return _nest([d for row in rows for d in row], (*shape, n))
-    return np.array([[d.data for d in row] for row in rows], dtype=np.float64).reshape(*shape, n)
+            rows[i] = _grad(ys, xs, [1.0 if k == i else 0.0 for k in range(m)], create_graph=True)
+    return _nest([d for row in rows for d in row], (*shape, n))
+
+
+def _forward_jacobian(ys: list[Value], xs: list[Value]) -> np.ndarray[Any, Any]:
+    """Columns by forward mode, numbers only. The graph is recorded once as a Tape and each column is
+    one native tangent sweep (the same rules and sums as arenagrad.tangent, so the same bits); a
+    graph with a custom op, which Tape.jvp cannot call, is swept in the arena instead."""
+    n = len(xs)
+    jac = np.zeros((len(ys), n))
+    try:
+        tape = Tape(ys, xs)
+        for j, e in enumerate(np.eye(n)):
+            jac[:, j] = tape.jvp(e)
+    except ValueError:  # a custom op in the graph
+        for j in range(n):
+            jac[:, j] = _core._tangent(xs, [1.0 if k == j else 0.0 for k in range(n)], ys, False)
+    return jac
+
+
+def _reverse_jacobian(ys: list[Value], xs: list[Value]) -> np.ndarray[Any, Any]:
+    """Rows by reverse mode, numbers only: one backward pass per output."""
+    m = len(ys)
+    rows = [_core._gradient(ys, [1.0 if k == i else 0.0 for k in range(m)], xs, False) for i in range(m)]
+    return np.array(rows, dtype=np.float64).reshape(m, len(xs))
 
 
 def jacfwd(f: Function) -> Callable[[Point], Any]:
