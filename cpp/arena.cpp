@@ -390,6 +390,10 @@ __attribute__((noinline)) Grads vjp_out_of_line(double g, double a, double b, do
 
 __attribute__((noinline)) double scale_out_of_line(double g, double p) { return rules::AnyGrad::scale(g, p); }
 
+__attribute__((noinline)) Grads dot_vjp_out_of_line(double g, double w, double x) {
+    return rules::Dot::vjp<rules::AnyGrad>(g, w, x);
+}
+
 __attribute__((noinline)) double logsumexp_vjp_out_of_line(double g, double x, double out) {
     return rules::LogSumExp::vjp<rules::AnyGrad>(g, x, out);
 }
@@ -408,7 +412,7 @@ __attribute__((always_inline)) inline void Arena::propagate(NodeId id, double g,
             return;
         case Op::Sum: {
             const NodeId* c = pool_.data() + a_[id];
-            for (std::uint32_t i = 0; i < b_[id]; ++i) add_grad(c[i], g);
+            for (std::uint32_t i = 0; i < b_[id]; ++i) add_grad(c[i], rules::Sum::vjp(g));
             return;
         }
         case Op::Dot: {
@@ -416,10 +420,10 @@ __attribute__((always_inline)) inline void Arena::propagate(NodeId id, double g,
             const std::uint32_t n = b_[id] / 2;
             const NodeId* x = w + n;
             for (std::uint32_t i = 0; i < n; ++i) {
-                const double vx = value_[x[i]];
-                const double vw = value_[w[i]];
-                add_grad(w[i], finite ? rules::FiniteGrad::scale(g, vx) : scale_out_of_line(g, vx));
-                add_grad(x[i], finite ? rules::FiniteGrad::scale(g, vw) : scale_out_of_line(g, vw));
+                const Grads d = finite ? rules::Dot::vjp<rules::FiniteGrad>(g, value_[w[i]], value_[x[i]])
+                                       : dot_vjp_out_of_line(g, value_[w[i]], value_[x[i]]);
+                add_grad(w[i], d.a);
+                add_grad(x[i], d.b);
             }
             return;
         }

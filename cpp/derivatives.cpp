@@ -179,12 +179,13 @@ void Arena::propagate_any(NodeId id, const S& g, AddGrad&& add) {
     if (is_nary(op)) {
         const std::vector<NodeId> c(pool_.begin() + a_[id], pool_.begin() + a_[id] + b_[id]);
         if (op == Op::Sum) {
-            for (const NodeId x : c) add(x, g);
+            for (const NodeId x : c) add(x, rules::Sum::vjp(g));
         } else if (op == Op::Dot) {
             const std::size_t n = c.size() / 2;
             for (std::size_t i = 0; i < n; ++i) {
-                add(c[i], rules::scale<rules::AnyGrad>(g, at(c[n + i])));
-                add(c[n + i], rules::scale<rules::AnyGrad>(g, at(c[i])));
+                Pair<S> d = rules::Dot::vjp<rules::AnyGrad>(g, at(c[i]), at(c[n + i]));
+                add(c[i], std::move(d.a));
+                add(c[n + i], std::move(d.b));
             }
         } else {
             const S out = at(id);
@@ -222,7 +223,7 @@ bool Arena::tangent_term(NodeId id, std::uint32_t i, const S& t, S& out) {
     };
     const Op op = op_[id];
     if (op == Op::Sum) {
-        out = t;
+        out = rules::Sum::vjp(t);
         return true;
     }
     if (op == Op::Custom) {
@@ -231,8 +232,11 @@ bool Arena::tangent_term(NodeId id, std::uint32_t i, const S& t, S& out) {
     }
     if (op == Op::Dot) {
         const std::uint32_t n = b_[id] / 2;
-        const NodeId other = i < n ? pool_[a_[id] + n + i] : pool_[a_[id] + i - n];
-        out = rules::scale<rules::AnyGrad>(t, at(other));
+        const std::uint32_t k = i < n ? i : i - n;
+        const NodeId w = pool_[a_[id] + k];
+        const NodeId x = pool_[a_[id] + n + k];
+        Pair<S> d = rules::Dot::vjp<rules::AnyGrad>(t, at(w), at(x));
+        out = i < n ? std::move(d.a) : std::move(d.b);
         return true;
     }
     if (op == Op::LogSumExp) {

@@ -506,6 +506,9 @@ struct Sum {
         for (std::uint32_t i = 0; i < n; ++i) total += x(i);
         return total;
     }
+    // Each input's contribution.
+    template <class G = AnyGrad, class S>
+    static S vjp(const S& g) { return g; }
 };
 
 // sum_i w_i * x_i; inputs are w_0..w_{n-1}, x_0..x_{n-1}. Grads go to w_0, x_0, w_1, x_1, ...
@@ -516,6 +519,9 @@ struct Dot {
         for (std::uint32_t i = 0; i < n; ++i) total += w(i) * x(i);
         return total;
     }
+    // The contributions to w_i and x_i.
+    template <class G = AnyGrad, class S>
+    static Pair<S> vjp(const S& g, const S& w, const S& x) { return {scale<G>(g, x), scale<G>(g, w)}; }
 };
 
 // log(sum_i exp(x_i)), shifted by the largest input so no exp overflows; its local derivatives

@@ -137,8 +137,9 @@ void dot_forward(double* out, In<WS> w, In<XS> x, std::size_t n) {
 template <class G, bool WS, bool XS>
 void dot_backward_with(const double* go, In<WS> w, In<XS> x, GradOut<WS> gw, GradOut<XS> gx, std::size_t n) {
     for (std::size_t s = 0; s < n; ++s) {
-        gw.add(s, G::scale(go[s], x[s]));
-        gx.add(s, G::scale(go[s], w[s]));
+        const Grads d = rules::Dot::vjp<G>(go[s], w[s], x[s]);
+        gw.add(s, d.a);
+        gx.add(s, d.b);
     }
     gw.finish(n);
     gx.finish(n);
@@ -269,13 +270,15 @@ void Tape::jvp(const double* tangents, double* root_tangents) {
         const std::uint32_t* c = operands_.data() + ins.a;
         if (ins.op == Op::Sum) {
             for (std::uint32_t k = 0; k < ins.b; ++k) {
-                if (active(c[k])) add(tangent_[c[k]]);
+                if (active(c[k])) add(rules::Sum::vjp(tangent_[c[k]]));
             }
         } else if (ins.op == Op::Dot) {
             const std::uint32_t n = ins.b / 2;
             for (std::uint32_t k = 0; k < n; ++k) {
-                if (active(c[k])) add(rules::AnyGrad::scale(tangent_[c[k]], value(c[n + k])));
-                if (active(c[n + k])) add(rules::AnyGrad::scale(tangent_[c[n + k]], value(c[k])));
+                const double w = value(c[k]);
+                const double x = value(c[n + k]);
+                if (active(c[k])) add(rules::Dot::vjp(tangent_[c[k]], w, x).a);
+                if (active(c[n + k])) add(rules::Dot::vjp(tangent_[c[n + k]], w, x).b);
             }
         } else if (ins.op == Op::LogSumExp) {
             const double out = value(ins.out);
@@ -476,7 +479,7 @@ void Tape::backward_batch(const double* seed, double* input_grads) {
                     *grad_of(c[k]) += batch_sum(go, batch);
                 } else {
                     double* g = grad_of(c[k]);
-                    for (std::size_t s = 0; s < batch; ++s) g[s] += go[s];
+                    for (std::size_t s = 0; s < batch; ++s) g[s] += rules::Sum::vjp(go[s]);
                 }
             }
             continue;
@@ -574,7 +577,7 @@ void Tape::jvp_batch(const double* tangents, double* out) {
         const std::uint32_t* c = operands_.data() + ins.a;
         if (ins.op == Op::Sum) {
             for (std::uint32_t k = 0; k < ins.b; ++k) {
-                if (active(c[k])) add([&, tc = trow(c[k])](std::size_t s) { return tc[s]; });
+                if (active(c[k])) add([&, tc = trow(c[k])](std::size_t s) { return rules::Sum::vjp(tc[s]); });
             }
         } else if (ins.op == Op::Dot) {
             const std::uint32_t n = ins.b / 2;
@@ -582,10 +585,14 @@ void Tape::jvp_batch(const double* tangents, double* out) {
                 const std::uint32_t w = c[k];
                 const std::uint32_t x = c[n + k];
                 if (active(w)) {
-                    add([&, tw = trow(w)](std::size_t s) { return rules::AnyGrad::scale(tw[s], operand_value(x, s)); });
+                    add([&, tw = trow(w)](std::size_t s) {
+                        return rules::Dot::vjp(tw[s], operand_value(w, s), operand_value(x, s)).a;
+                    });
                 }
                 if (active(x)) {
-                    add([&, tx = trow(x)](std::size_t s) { return rules::AnyGrad::scale(tx[s], operand_value(w, s)); });
+                    add([&, tx = trow(x)](std::size_t s) {
+                        return rules::Dot::vjp(tx[s], operand_value(w, s), operand_value(x, s)).b;
+                    });
                 }
             }
         } else if (ins.op == Op::LogSumExp) {
