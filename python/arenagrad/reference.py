@@ -37,7 +37,7 @@ Operand = Union["Value", float]
 Scalar = Union[float, "Value"]
 # A rule's vector-Jacobian product: (g, a, b, out) -> what each differentiable input's grad gains. All four
 # are floats or all Values (b None for a unary op).
-Vjp = Callable[[Any, Any, Any, Any], tuple[Scalar, ...]]
+Vjp = Callable[[Any, Any, Any, Any], tuple[Union[Scalar, None], ...]]
 FloatVjp = Callable[[float, float, float, float], tuple[float, ...]]
 
 # Creation order, which fixes the order backward sums in (as the native arena's allocation runs do).
@@ -150,17 +150,40 @@ def _nonzero(a: Scalar) -> Scalar:
     return a.nonzero() if isinstance(a, Value) else _nonzero_forward(a)
 
 
+def _finite_forward(a: float) -> float:
+    return 1.0 if math.isfinite(a) else 0.0
+
+
+def _finite(a: Scalar) -> Scalar:
+    """1 where a is finite, else 0."""
+    return a.isfinite() if isinstance(a, Value) else _finite_forward(a)
+
+
+def _select_forward(x: float, c: float) -> float:
+    return x if c != 0 else 0.0
+
+
+def _select(x: Scalar, c: Scalar) -> Scalar:
+    """x where c != 0, else 0 (NaN counts as nonzero): PyTorch's masked_fill. Recorded: a Select node, which
+    passes x through and sends nothing back where the mask is closed, so guards stay guards when
+    differentiated again."""
+    if isinstance(x, Value):
+        c = cast(Value, c)
+        return Value._node(_select_forward(x.data, c.data), "select", (x, c), _select_vjp)
+    return _select_forward(x, cast(float, c))
+
+
 def _where_positive(a: Scalar, g: Scalar) -> Scalar:
-    """g where a > 0, else 0: a select on floats, a mask when recorded."""
+    """g where a > 0, else 0: relu's vjp."""
     if isinstance(a, Value):
-        return _scale(g, _step(a))
+        return _select(g, _step(a))
     return g if a > 0 else 0.0
 
 
 def _pow_base_partial(a: Scalar, b: Scalar) -> Scalar:
     """d/da of a ** b; PyTorch's convention: exactly 0 when the exponent is 0 (avoids 0 * inf)."""
     if isinstance(b, Value):
-        return _scale(_pow_ieee(a, b - 1.0), b)
+        return _select(b * _pow_ieee(a, b - 1.0), b)
     return 0.0 if b == 0 else b * _ieee_pow(cast(float, a), b - 1.0)
 
 
@@ -172,9 +195,9 @@ def _pow_exponent_partial(a: Scalar, out: Scalar) -> Scalar:
 def _half_quotient(g: Scalar, out: Scalar) -> Scalar:
     """g / (2 * out), sqrt's vjp; 0 at out = inf (where g / inf would be NaN for an infinite g)."""
     if isinstance(out, Value):
-        # scale(g / (2.0 * out), nonzero(1.0 / out)): the mask is built first, as the native build does.
-        mask = _nonzero(_quot(Value(1.0), out))
-        return _scale(_quot(g, 2.0 * out), mask)
+        # select(g / (2.0 * out), 1.0 / out): the mask is built first, as the native build does.
+        mask = _quot(Value(1.0), out)
+        return _select(_quot(g, 2.0 * out), mask)
     return 0.0 if out == math.inf else _ieee_div(cast(float, g), 2.0 * out)
 
 
@@ -301,22 +324,41 @@ def _abs_vjp(g: Scalar, a: Scalar, b: Any, out: Scalar) -> tuple[Scalar, ...]:
 
 
 def _mask_vjp(g: Scalar, a: Scalar, b: Any, out: Scalar) -> tuple[Scalar, ...]:
-    """step, sign, nonzero: piecewise constant, so their input gets zero (the sweep adds 0.0; a recorded pass
-    and forward mode skip them, see _is_mask)."""
+    """step, sign, nonzero, isfinite: piecewise constant, so their input gets zero (the sweep adds 0.0; a
+    recorded pass and forward mode skip them)."""
     return (0.0,)
 
 
 def _scale_vjp(h: Scalar, g: Scalar, p: Any, out: Scalar) -> tuple[Scalar, ...]:
+    # Where the mask fired (p == 0, g not finite) the op is a constant 0: nothing flows back into p.
     first = _scale(h, p)
-    return first, _scale(h, g)
+    # select(scale(h, g), nonzero(p) + finite(g)): built right to left, as the native build does.
+    fin = _finite(g)
+    mask = _nonzero(p) + fin
+    return first, _select(_scale(h, g), mask)
+
+
+def _select_vjp(g: Scalar, x: Scalar, c: Any, out: Scalar) -> tuple[Scalar | None, ...]:
+    """x gets g where the mask is open; the mask c gets zero (0.0 over floats, as the sweep adds it; no
+    contribution at all when recorded, None)."""
+    return _select(g, c), (None if isinstance(g, Value) else 0.0)
 
 
 def _mul_log_vjp(g: Scalar, x: Scalar, y: Any, out: Scalar) -> tuple[Scalar, ...]:
     # d/dx = log(y), d/dy = x / y, each 0 at y == 0 like the function.
     first = _scale(g, _mul_log(_constant_like(y, 1.0), y))
-    # scale(x / y, nonzero(y)): the mask is built first, as the native build does.
-    mask = _nonzero(y)
-    return first, _scale(g, _scale(_quot(x, y), mask))
+    return first, _scale(g, _select(_quot(x, y), y))
+
+
+def _sum_vjp(g: Scalar) -> Scalar:
+    """Each input's contribution."""
+    return g
+
+
+def _dot_vjp(g: Scalar, w: Scalar, x: Scalar) -> tuple[Scalar, Scalar]:
+    """The contributions to w_i and x_i."""
+    first = _scale(g, x)
+    return first, _scale(g, w)
 
 
 def _logsumexp_vjp(g: Scalar, x: Scalar, out: Scalar) -> Scalar:
@@ -556,6 +598,10 @@ class Value:
         """0.0 where the value is zero, else 1.0 (NaN included)."""
         return self._unary("nonzero", _nonzero_forward(self.data), _mask_vjp)
 
+    def isfinite(self) -> Value:
+        """1.0 where the value is finite, else 0.0."""
+        return self._unary("isfinite", _finite_forward(self.data), _mask_vjp)
+
     # -- backpropagation ---------------------------------------------------------------------------------
 
     def backward(self) -> None:
@@ -652,10 +698,6 @@ def _record(op: str, a: Value, b: Value, forward: Callable[[float, float], float
 # native passes do, so the numbers and the recorded graphs (their nodes, in creation order) are the same.
 
 
-def _is_mask(node: Value) -> bool:
-    return node._rule is _mask_vjp
-
-
 def _collect_order(roots: list[Value]) -> list[Value]:
     """The non-leaf nodes reachable from any root, in reverse creation order."""
     seen: set[Value] = set()
@@ -677,7 +719,8 @@ def _collect_order(roots: list[Value]) -> list[Value]:
 
 def _propagate(node: Value, g: Scalar, add: Callable[[Value, Scalar], None], recording: bool) -> None:
     """Calls add(child, contribution) for each differentiable child, in child order (propagate_any): in
-    recording mode masks add nothing; over floats they add 0.0, as the backward sweep does."""
+    recording mode masks (and select's mask operand) add nothing; over floats they add 0.0, as the backward
+    sweep does."""
 
     def at(x: Value) -> Scalar:
         return x if recording else x.data
@@ -687,12 +730,13 @@ def _propagate(node: Value, g: Scalar, add: Callable[[Value, Scalar], None], rec
     if rule is None:
         if node._op == "sum":
             for c in children:
-                add(c, g)
+                add(c, _sum_vjp(g))
         elif node._op == "dot":
             n = len(children) // 2
             for i in range(n):
-                add(children[i], _scale(g, at(children[n + i])))
-                add(children[n + i], _scale(g, at(children[i])))
+                dw, dx = _dot_vjp(g, at(children[i]), at(children[n + i]))
+                add(children[i], dw)
+                add(children[n + i], dx)
         elif node._op == "logsumexp":
             out = at(node)
             for c in children:
@@ -703,12 +747,14 @@ def _propagate(node: Value, g: Scalar, add: Callable[[Value, Scalar], None], rec
     b = node._b
     vb = (b if recording else b.data) if b is not None else (None if recording else 0.0)
     for c, v in zip(children, rule(g, at(children[0]), vb, at(node))):
-        add(c, v)
+        if v is not None:  # None: a recorded rule's empty contribution (select's mask), no node
+            add(c, v)
 
 
 def _tangent_term(node: Value, i: int, t: Scalar, recording: bool) -> Scalar | None:
     """Child i's term of the node's tangent given the child's tangent t (the rule's vjp applied to t, every
-    vjp being linear in g); None for a mask, whose tangent is zero."""
+    vjp being linear in g); None for a mask, whose tangent is zero, and for select's mask operand when
+    recorded (over floats its term is 0.0, as native forward mode has it)."""
 
     def at(x: Value) -> Scalar:
         return x if recording else x.data
@@ -717,10 +763,11 @@ def _tangent_term(node: Value, i: int, t: Scalar, recording: bool) -> Scalar | N
     children = node._children
     if rule is None:
         if node._op == "sum":
-            return t
+            return _sum_vjp(t)
         if node._op == "dot":
             n = len(children) // 2
-            return _scale(t, at(children[n + i] if i < n else children[i - n]))
+            k = i if i < n else i - n
+            return _dot_vjp(t, at(children[k]), at(children[n + k]))[0 if i < n else 1]
         return _logsumexp_vjp(t, at(children[i]), at(node))
     if rule is _mask_vjp:
         return None
@@ -769,7 +816,8 @@ def _forward_pass(
 ) -> list[Scalar]:
     """Forward mode (Arena::forward_pass): a zero float tangent is a symbolic zero (inactive); recorded
     tangents are always active; an input keeps its seed; a node's tangent is the sum of its active children's
-    terms in child order (the first term itself, then t + term); an inactive output gets zero."""
+    terms in the order its rule sums them (child order; for dot w_0, x_0, w_1, x_1, ...), the first term
+    itself, then t + term; an inactive output gets zero."""
     order = _collect_order(outputs)
     seeded: set[Value] = set()
     for x in inputs:
@@ -785,7 +833,13 @@ def _forward_pass(
         if node in seeded:
             continue
         total: Scalar | None = None
-        for i, c in enumerate(node._children):
+        children = node._children
+        n = len(children)
+        # Terms in the order the rule sums them: for dot w_0, x_0, w_1, x_1, ... (as Tape.jvp).
+        dot = node._op == "dot"
+        for k in range(n):
+            i = (k // 2 if k % 2 == 0 else n // 2 + k // 2) if dot else k
+            c = children[i]
             if c not in tangent:
                 continue
             piece = _tangent_term(node, i, tangent[c], recording)
