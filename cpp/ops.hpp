@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <limits>
 #include <type_traits>
+#include <utility>
 
 namespace arenagrad {
 
@@ -212,7 +213,13 @@ S pow_exponent_partial(const S& a, const S& out) { return mul_log(out, a); }
 // g / (2 * out), sqrt's vjp; 0 at out = inf (where g / inf would be NaN for an infinite g).
 inline double half_quotient(double g, double out) { return out == kInf ? 0.0 : g / (2.0 * out); }
 template <class S, if_recording<S> = 0>
-S half_quotient(const S& g, const S& out) { return select(g / (2.0 * out), 1.0 / out); }
+S half_quotient(const S& g, const S& out) {
+    // Named so the nodes are created in one order whatever the compiler (the reference engine
+    // creates them in the same order, which fixes the summation order of later derivatives).
+    const S mask = 1.0 / out;
+    const S quotient = g / (2.0 * out);
+    return select(quotient, mask);
+}
 
 // A constant of the scalar type: the arithmetic of S turns doubles into constant leaves.
 template <class S>
@@ -452,7 +459,11 @@ struct Scale {
     // Where the mask fired (p == 0, g not finite) the op is a constant 0: nothing flows back.
     template <class G = AnyGrad, class S>
     static Pair<S> vjp(const S& h, const S& g, const S& p, const S&) {
-        return {scale<G>(h, p), select(scale<G>(h, g), nonzero(p) + finite(g))};
+        S to_g = scale<G>(h, p);
+        const S g_finite = finite(g);  // named: one creation order whatever the compiler (see half_quotient)
+        const S open = nonzero(p) + g_finite;
+        const S product = scale<G>(h, g);
+        return {std::move(to_g), select(product, open)};
     }
 };
 

@@ -114,6 +114,8 @@ def tangent(
     ts = _seed_list(tangents, len(xs), "tangents", single) if tangents is not None else None
     if ts is None:
         raise TypeError("tangents must be given: one number or Value per input")
+    if not isinstance(create_graph, bool):
+        raise TypeError(f"create_graph must be a bool, not {_describe(create_graph)}")
     if create_graph:
         return _core._tangent(xs, [t if isinstance(t, Value) else Value(float(t)) for t in ts], ys, True)
     numbers = [t.data if isinstance(t, Value) else float(t) for t in ts]

@@ -939,6 +939,8 @@ def tangent(
     ts = _seed_list(tangents, len(xs), "tangents", single) if tangents is not None else None
     if ts is None:
         raise TypeError("tangents must be given: one number or Value per input")
+    if not isinstance(create_graph, bool):
+        raise TypeError(f"create_graph must be a bool, not {_type_name(create_graph)}")
     if create_graph:
         recorded: list[Scalar] = [t if isinstance(t, Value) else Value(float(t)) for t in ts]
         return [cast(Value, t) for t in _forward_pass(xs, recorded, ys, True)]
