@@ -14,11 +14,14 @@ so that machine noise hits them alike:
 2. the full 337x337 Hessian;
 3. the Jacobian of the MLP's score with respect to its inputs, for every sample (100 x 2).
 
-Engines: arenagrad through ``arenagrad.func`` (scalar code, the graph rebuilt per call, as torch.func and
-eager JAX rebuild theirs); ``torch.func`` on the float64 batched model (``jvp(grad(f))``, ``hessian(f)``,
-``vmap(jacrev(score))``); JAX in float64 on the CPU, ``jax.jit``-compiled before the clock starts. Before
-anything is timed, every engine's results are checked against each other: they must agree to 1e-10
-(max |difference| / max |value|), or the run stops with ValuesDisagree.
+Engines: arenagrad through ``arenagrad.func`` (scalar code, the graph rebuilt per call, as torch.func
+rebuilds its own); arenagrad replay (the gradient recorded once as a Tape of 337 roots, then replayed:
+``forward`` + ``jvp``, and for the Hessian ``forward_batch`` + ``jvp_batch``; for the Jacobian, one sample's
+score graph replayed with ``forward_batch`` + ``backward_batch``); ``torch.func`` on the float64 batched
+model (``jvp(grad(f))``, ``hessian(f)``, ``vmap(jacrev(score))``); JAX in float64 on the CPU,
+``jax.jit``-compiled before the clock starts. Before anything is timed, every engine's results are checked
+against each other: they must agree to 1e-10 (max |difference| / max |value|), or the run stops with
+ValuesDisagree.
 
 Run alone:  python benchmarks/derivatives.py [--quick] [--repeat N] [--engines arenagrad,torch-batched,jax]
 In the suite, ``run(cfg, engines)`` gives the rows of BENCHMARKS.md's "Second derivatives" section.
@@ -221,15 +224,19 @@ def tape_supports_several_roots(ag: Any) -> str | None:
     return None
 
 
-def arenagrad_replay(ag: Any, prob: Problem) -> tuple[Callable[[], Any], Callable[[], Any]]:
+def arenagrad_replay(ag: Any, prob: Problem) -> dict[str, list[Row]]:
     """The gradient recorded once (``grad(loss, params, create_graph=True)``) as a tape with one root per
-    parameter; an HVP is then one forward replay at p plus one jvp along v, and the Hessian one forward plus
-    one jvp per basis vector. Only used when tape_supports_several_roots(ag) is None."""
+    parameter (recording is not timed). An HVP is then one forward replay at p plus one jvp along v; the
+    Hessian one forward plus one jvp per basis vector, or (batched replay, with Tape.jvp_batch) one
+    forward_batch of p in every row plus one jvp_batch of the identity. Only used when
+    tape_supports_several_roots(ag) is None."""
     params = [ag.Value(float(x)) for x in prob.p]
     g = ag.grad(ag_loss_fn(ag, prob)(params), params, create_graph=True)
     tape = ag.Tape(g, params)
     p, v = prob.p, prob.v
-    basis = np.eye(len(p))
+    k = len(p)
+    basis = np.eye(k)
+    size = f"tape of {tape.num_nodes:,} nodes (f's graph and its gradient's)"
 
     def hvp() -> Any:
         tape.forward(p)
@@ -239,7 +246,25 @@ def arenagrad_replay(ag: Any, prob: Problem) -> tuple[Callable[[], Any], Callabl
         tape.forward(p)
         return np.array([tape.jvp(e) for e in basis]).T  # columns H e_j (H is symmetric anyway)
 
-    return hvp, hessian
+    rows: dict[str, list[Row]] = {
+        M_HVP: [Impl("arenagrad replay", hvp,
+                     note=f"gradient recorded once; {size}; timed: forward(p) + jvp(v)")],
+        M_HESS: [Impl("arenagrad replay", hessian,
+                      note=f"gradient recorded once; {size}; timed: forward(p) + {k} jvp calls")],
+    }
+    if hasattr(tape, "jvp_batch"):
+        tiled = np.ascontiguousarray(np.broadcast_to(p, (k, k)))
+
+        def hessian_batched() -> Any:
+            tape.forward_batch(tiled)
+            return tape.jvp_batch(basis).T  # row s: the roots' tangents along e_s, i.e. H e_s
+
+        rows[M_HESS].append(Impl(
+            "arenagrad batched replay", hessian_batched,
+            note=f"the same tape; timed: forward_batch of p in {k} rows + jvp_batch(identity), "
+                 f"{k} rows per node (about {2 * 8 * k * tape.num_nodes / 2**20:,.0f} MiB of values and "
+                 "tangents)"))
+    return rows
 
 
 def arenagrad_rows(es: EngineSet, prob: Problem) -> EngineRows:
@@ -281,13 +306,8 @@ def arenagrad_rows(es: EngineSet, prob: Problem) -> EngineRows:
         for m in (M_HVP, M_HESS):
             out.rows[m].append(Unavailable("arenagrad replay", "n/a", why))
     else:
-        hvp, hessian = arenagrad_replay(ag, prob)
-        out.rows[M_HVP].append(Impl("arenagrad replay", hvp,
-                                    note="gradient recorded once as a Tape (one root per parameter); "
-                                         "timed: forward(p) + jvp(v)"))
-        out.rows[M_HESS].append(Impl("arenagrad replay", hessian,
-                                     note="gradient recorded once as a Tape; timed: forward(p) + one jvp "
-                                          "per parameter"))
+        for m, rows in arenagrad_replay(ag, prob).items():
+            out.rows[m].extend(rows)
 
     out.rows[M_JAC].append(_arenagrad_batched_jacobian(ag, prob))
     return out
