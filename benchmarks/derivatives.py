@@ -310,7 +310,49 @@ def arenagrad_rows(es: EngineSet, prob: Problem) -> EngineRows:
             out.rows[m].extend(rows)
 
     out.rows[M_JAC].append(_arenagrad_batched_jacobian(ag, prob))
+    if why is None and hasattr(ag.Tape, "jvp_batch"):
+        for m, row in _arenagrad_per_sample(ag, prob).items():
+            out.rows[m].append(row)
     return out
+
+
+def _arenagrad_per_sample(ag: Any, prob: Problem) -> dict[str, Row]:
+    """One sample's loss term recorded once with its gradient w.r.t. the parameters (create_graph), as a
+    tape whose inputs are the sample (x1, x2, y) and the parameters; every sample is then a row of one
+    batched replay, so each op is a loop over the 100 samples. An HVP is forward_batch + one jvp_batch with
+    v on the parameters' columns, summed over the samples; the Hessian one jvp_batch per parameter."""
+    x = [ag.Value(0.0), ag.Value(0.0)]
+    label = ag.Value(1.0)
+    params = [ag.Value(float(v)) for v in prob.p]
+    inv_n = 1.0 / len(prob.X)
+    score = ag_mlp(ag, params, x, prob.activation)
+    term = (1.0 - label * score).relu() * inv_n + ALPHA * inv_n * ag.dot(params, params)
+    tape = ag.Tape(ag.grad(term, params, create_graph=True), [*x, label, *params])
+    n, k = len(prob.X), len(prob.p)
+    rows = np.ascontiguousarray(np.hstack([prob.X, prob.y[:, None], np.broadcast_to(prob.p, (n, k))]))
+    along_v = np.zeros((n, 3 + k))
+    along_v[:, 3:] = prob.v
+    basis = np.zeros((n, 3 + k))
+    note = f"one sample's gradient recorded once ({tape.num_nodes:,} nodes), samples as rows"
+
+    def hvp() -> Any:
+        tape.forward_batch(rows)
+        return tape.jvp_batch(along_v).sum(axis=0)
+
+    def hessian() -> Any:
+        tape.forward_batch(rows)
+        cols = np.empty((k, k))
+        for j in range(k):
+            basis[:, 3 + j] = 1.0
+            cols[:, j] = tape.jvp_batch(basis).sum(axis=0)
+            basis[:, 3 + j] = 0.0
+        return cols
+
+    return {
+        M_HVP: Impl("arenagrad per-sample replay", hvp, note=note + "; timed: forward_batch + jvp_batch"),
+        M_HESS: Impl("arenagrad per-sample replay", hessian,
+                     note=note + f"; timed: forward_batch + {k} jvp_batch calls"),
+    }
 
 
 def _floats(p: np.ndarray) -> list[float]:
