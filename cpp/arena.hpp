@@ -164,8 +164,6 @@ class Arena {
 
     void reserve_node();
     NodeId allocate(Op op, double value, NodeId a, NodeId b);
-    // Whether allocate() will reuse a slot rather than append one.
-    bool has_free_slot() { return free_count_ != 0 && (alloc_floor_ == 0 || free_slot_above_floor()); }
     bool free_slot_above_floor();
     NodeId take_free_slot();
     NodeId take_free_slot_above_floor();

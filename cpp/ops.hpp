@@ -90,7 +90,8 @@ enum class Op : std::uint8_t {
 #define ARENAGRAD_ENUM(name, rule, method) name,
     ARENAGRAD_ELEMENTARY_OPS(ARENAGRAD_ENUM)
 #undef ARENAGRAD_ENUM
-    // n-ary ops: their children live in the arena's child pool, not in the two child fields.
+    // n-ary ops, last (is_nary tests Op >= Sum): their children live in the arena's child pool,
+    // not in the two child fields.
     Sum,  // sum_i a_i
     Dot,  // sum_i w_i * x_i, children stored as [w_0..w_{n-1}, x_0..x_{n-1}]
     LogSumExp,  // log(sum_i exp(a_i))
@@ -578,7 +579,8 @@ inline auto visit_elementary(Op op, F&& f) {
     }
 }
 
-inline bool is_nary(Op op) { return op == Op::Sum || op == Op::Dot || op == Op::LogSumExp || op == Op::Custom; }
+// The n-ary ops come last in Op, so this is one comparison on the sweep's per-node path.
+inline bool is_nary(Op op) { return op >= Op::Sum; }
 
 // How many of a rule's inputs are children that receive gradient: all of them, except
 // PowConst's constant exponent, which is an implementation detail hidden from _prev.
