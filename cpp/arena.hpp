@@ -246,6 +246,7 @@ class Arena {
     std::vector<NodeId> order_;
     std::vector<NodeId> release_stack_;
     std::vector<std::uint32_t> position_;  // derivative passes: node id -> index in their node list
+    bool pass_running_ = false;            // a derivative pass is running (position_ is in use)
     std::size_t sweeps_ordered_ = 0;
     std::size_t sweeps_dfs_ = 0;
 };

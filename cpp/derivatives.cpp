@@ -65,7 +65,8 @@ class FloorScope {
         arena_.floor_cursor_ = 0;
     }
     ~FloorScope() {
-        arena_.alloc_floor_ = saved_;
+        // An outer recording keeps the floor risen past the nodes this one created.
+        arena_.alloc_floor_ = saved_ == 0 ? 0 : std::max(saved_, arena_.alloc_floor_);
         arena_.floor_cursor_ = 0;
     }
     FloorScope(const FloorScope&) = delete;
@@ -281,6 +282,16 @@ struct NodeList {
     }
 };
 
+// Marks a derivative pass as running, so that one started inside it (from foreign code) knows.
+struct PassScope {
+    explicit PassScope(bool& flag) : flag_(flag), outer(flag) { flag_ = true; }
+    ~PassScope() { flag_ = outer; }
+    PassScope(const PassScope&) = delete;
+    PassScope& operator=(const PassScope&) = delete;
+    bool& flag_;
+    const bool outer;  // another pass was already running
+};
+
 template <class S>
 void accumulate(S& total, char& has, S&& term) {
     if constexpr (kRecording<S>) {
@@ -306,7 +317,10 @@ void Arena::reverse_pass(const std::vector<NodeId>& roots, std::vector<S> seeds,
                          std::vector<S>& out) {
     std::vector<NodeId> order;
     collect_order(roots, order);
-    NodeList list{{}, position_};
+    // A pass inside a pass (a custom op's graph_partials taking a derivative) gets its own table.
+    std::vector<std::uint32_t> nested;
+    const PassScope running(pass_running_);
+    NodeList list{{}, running.outer ? nested : position_};
     const std::size_t num_order = order.size();
     for (const NodeId id : order) list.add(id);
     for (const NodeId id : roots) list.add(id);
@@ -359,7 +373,10 @@ void Arena::forward_pass(const std::vector<NodeId>& inputs, std::vector<S> tange
                          std::vector<S>& out) {
     std::vector<NodeId> order;
     collect_order(outputs, order);
-    NodeList list{{}, position_};
+    // A pass inside a pass (a custom op's graph_partials taking a derivative) gets its own table.
+    std::vector<std::uint32_t> nested;
+    const PassScope running(pass_running_);
+    NodeList list{{}, running.outer ? nested : position_};
     const std::size_t num_order = order.size();
     for (const NodeId id : order) list.add(id);
     for (const NodeId id : outputs) list.add(id);

@@ -170,3 +170,23 @@ def test_dropping_the_op_while_its_nodes_live_is_safe() -> None:
     y.backward()
     assert y._op == "double" and x.grad == 2.0
     del y
+
+
+def test_graph_partials_may_take_derivatives_themselves() -> None:
+    """A custom op whose recorded partials are computed with arenagrad.grad (a pass inside a pass)."""
+
+    def partials(x: ag.Value) -> list[ag.Value]:
+        t = x.tanh()
+        (d,) = ag.grad(t, [x], create_graph=True)
+        return [d]
+
+    th = ag.custom_op(lambda v: (math.tanh(v), [1 - math.tanh(v) ** 2]), graph_partials=partials, name="th")
+    x, y = ag.Value(0.3), ag.Value(-0.8)
+    out = th(x * y) + (x * y).sin() * y
+    (gx, gy) = ag.grad(out, [x, y], create_graph=True)
+    h_custom = [g.data for g in ag.grad([gx, gy], [x, y], grad_outputs=[1.0, 2.0])]
+    ref = (x * y).tanh() + (x * y).sin() * y
+    (rx, ry) = ag.grad(ref, [x, y], create_graph=True)
+    assert (gx.data, gy.data) == (rx.data, ry.data)
+    h_builtin = [g.data for g in ag.grad([rx, ry], [x, y], grad_outputs=[1.0, 2.0])]
+    np.testing.assert_allclose(h_custom, h_builtin, rtol=1e-14)
