@@ -1,6 +1,7 @@
 // The arena's side of custom ops (custom.hpp): creating their nodes and retiring their functions.
 // Kept apart from arena.cpp so that the per-op allocation path there stays as the compiler inlined it.
 #include <memory>
+#include <new>
 #include <vector>
 
 #include "arena.hpp"
@@ -10,10 +11,13 @@ namespace arenagrad {
 // Called by free_slot; out of line (in this file) so that free_slot stays small.
 void Arena::retire_custom(NodeId id) noexcept {
     const auto it = custom_.find(id);
+    if (it == custom_.end()) return;  // Arena::custom failed before registering the function
     try {
         dead_custom_.push_back(std::move(it->second));
     } catch (const std::bad_alloc&) {
-        // destroyed right here instead (see dead_custom_)
+        // Destroying it here could run foreign code mid-release (see dead_custom_); out of memory,
+        // leaking one function object is the lesser harm.
+        new (std::nothrow) std::shared_ptr<CustomFunction>(std::move(it->second));
     }
     custom_.erase(it);
 }

@@ -212,7 +212,8 @@ void Arena::propagate_any(NodeId id, const S& g, AddGrad&& add) {
 }
 
 // Child i's term of node id's tangent, given the child's tangent t: the rule's vjp applied to t,
-// read at that child (every vjp is linear in g). False for a mask, whose tangent is zero.
+// read at that child (every vjp is linear in g). False for a mask, whose tangent is zero. Not for a
+// custom node: forward_pass asks for its partials once, not once per child.
 template <class S>
 bool Arena::tangent_term(NodeId id, std::uint32_t i, const S& t, S& out) {
     const auto at = [this](NodeId c) -> S {
@@ -225,10 +226,6 @@ bool Arena::tangent_term(NodeId id, std::uint32_t i, const S& t, S& out) {
     const Op op = op_[id];
     if (op == Op::Sum) {
         out = rules::Sum::vjp(t);
-        return true;
-    }
-    if (op == Op::Custom) {
-        out = rules::scale<rules::AnyGrad>(t, custom_partials<S>(id)[i]);
         return true;
     }
     if (op == Op::Dot) {
@@ -413,13 +410,20 @@ void Arena::forward_pass(const std::vector<NodeId>& inputs, std::vector<S> tange
         // Terms in the order the rule sums them: for dot w_0, x_0, w_1, x_1, ... (as Tape::jvp).
         const std::uint32_t n = num_children(id);
         const bool dot = op_[id] == Op::Dot;
+        const bool custom = op_[id] == Op::Custom;
+        std::vector<S> custom_partial;  // asked for once per node: the function may be Python
         for (std::uint32_t k = 0; k < n; ++k) {
             const std::uint32_t i = dot ? (k % 2 == 0 ? k / 2 : n / 2 + k / 2) : k;
             const NodeId c = child(id, i);
             const S* tc = term(c);
             if (tc == nullptr) continue;
             S piece{};
-            if (!tangent_term(id, i, *tc, piece)) continue;  // a mask: no tangent flows through it
+            if (custom) {
+                if (custom_partial.empty()) custom_partial = custom_partials<S>(id);
+                piece = rules::scale<rules::AnyGrad>(*tc, custom_partial[i]);
+            } else if (!tangent_term(id, i, *tc, piece)) {
+                continue;  // a mask: no tangent flows through it
+            }
             if constexpr (kRecording<S>) {
                 t = any ? t + piece : std::move(piece);
             } else {
@@ -465,6 +469,7 @@ void Arena::gradient_graph(const std::vector<NodeId>& roots, const std::vector<N
     std::vector<Node> result;
     reverse_pass<Node>(roots, std::move(s), inputs, result);
     out.clear();
+    out.reserve(result.size());  // before any release: no allocation may fail between them
     for (Node& n : result) out.push_back(n.release());
 }
 
@@ -484,6 +489,7 @@ void Arena::tangent_graph(const std::vector<NodeId>& inputs, const std::vector<N
     std::vector<Node> result;
     forward_pass<Node>(inputs, std::move(t), outputs, result);
     out.clear();
+    out.reserve(result.size());  // before any release: no allocation may fail between them
     for (Node& n : result) out.push_back(n.release());
 }
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import math
+import weakref
 
 import numpy as np
 import pytest
@@ -190,3 +192,30 @@ def test_graph_partials_may_take_derivatives_themselves() -> None:
     assert (gx.data, gy.data) == (rx.data, ry.data)
     h_builtin = [g.data for g in ag.grad([rx, ry], [x, y], grad_outputs=[1.0, 2.0])]
     np.testing.assert_allclose(h_custom, h_builtin, rtol=1e-14)
+
+
+def test_an_op_nobody_holds_is_collected_with_its_nodes() -> None:
+    gc.collect()
+    baseline = ag.arena_stats()["live"]
+    op = ag.custom_op(lambda x: (2 * x, [2.0]), graph_partials=lambda x: [ag.Value(2.0)], name="double")
+    y = op(ag.Value(1.5))
+    y.backward()
+    gone = weakref.ref(op)
+    del op, y
+    gc.collect()
+    assert gone() is None  # no cycle through the native function object keeps it
+    assert ag.arena_stats()["live"] == baseline
+
+
+def test_forward_mode_asks_for_a_custom_nodes_partials_once() -> None:
+    calls = 0
+
+    def partials(x: ag.Value, y: ag.Value) -> list[ag.Value]:
+        nonlocal calls
+        calls += 1
+        return [y, x]
+
+    times = ag.custom_op(lambda a, b: (a * b, [b, a]), graph_partials=partials, name="times")
+    x, y = ag.Value(0.5), ag.Value(3.0)
+    (t,) = ag.tangent(times(x, y), [x, y], [1.0, 2.0], create_graph=True)
+    assert calls == 1 and t.data == 3.0 + 2.0 * 0.5

@@ -17,6 +17,8 @@ from arenagrad import Value, arena_stats
 
 
 def live() -> int:
+    """Live nodes once cyclic garbage left by earlier tests (tracebacks holding Values) is gone."""
+    gc.collect()
     return arena_stats()["live"]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import random
 
@@ -135,6 +136,7 @@ def test_scalar_replay_errors_keep_python_exception_types() -> None:
 def test_misuse_gets_a_clear_error(make, error, message) -> None:  # type: ignore[no-untyped-def]
     a, b = Value(1.0), Value(2.0)
     root = a * b + 1.0
+    gc.collect()  # cyclic garbage of earlier tests must not be collected mid-test
     before = arena_stats()["live"]
     with pytest.raises(error, match=message):
         make(a, b, root)
@@ -151,6 +153,7 @@ def test_backward_batch_checks_its_seed() -> None:
 
 
 def test_a_tape_owns_its_graph_and_frees_it_when_dropped() -> None:
+    gc.collect()  # cyclic garbage of earlier tests must not be collected mid-test
     baseline = arena_stats()["live"]
     x = Value(3.0)
     tape = Tape(((x * 2.0).tanh() + x**2).relu(), [x])

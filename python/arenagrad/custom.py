@@ -12,6 +12,7 @@ Values-out code, ``graph_partials``; without it, recording its derivative raises
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from numbers import Real
 from typing import Any, overload
@@ -33,6 +34,46 @@ def _real(x: object, what: str) -> float:
     return float(x)
 
 
+def _evaluate(
+    fn: Callable[..., tuple[float, Sequence[float]]], name: str, *xs: float
+) -> tuple[float, list[float]]:
+    """fn at xs, checked: a real value and one real partial per input."""
+    result = fn(*xs)
+    if not isinstance(result, Sequence) or isinstance(result, (str, bytes)) or len(result) != 2:
+        raise TypeError(
+            f"custom op '{name}' must return (value, partials), a value and one partial derivative "
+            f"per input; it returned {_describe(result)}"
+        )
+    value, partials = result
+    v = _real(value, f"the value of custom op '{name}'")
+    if isinstance(partials, Real) and len(xs) == 1:
+        partials = [float(partials)]
+    if not isinstance(partials, Sequence) or isinstance(partials, (str, bytes)):
+        raise TypeError(f"the partials of custom op '{name}' must be a sequence, not {_describe(partials)}")
+    if len(partials) != len(xs):
+        raise ValueError(
+            f"custom op '{name}' gave {len(partials)} partials for {len(xs)} inputs; one per input"
+        )
+    ps = [_real(p, f"partial {i} of custom op '{name}'") for i, p in enumerate(partials)]
+    return v, ps
+
+
+def _record(graph_partials: Callable[..., Sequence[Value]], name: str, *xs: Value) -> list[Value]:
+    """graph_partials at the Values xs, checked: one Value (or number) per input."""
+    partials = graph_partials(*xs)
+    if isinstance(partials, Value) and len(xs) == 1:
+        partials = [partials]
+    if not isinstance(partials, Sequence) or len(partials) != len(xs):
+        raise ValueError(f"graph_partials of custom op '{name}' must return one Value per input")
+    out = []
+    for i, p in enumerate(partials):
+        if isinstance(p, Value):
+            out.append(p)
+        else:
+            out.append(Value(_real(p, f"graph partial {i} of custom op '{name}'")))
+    return out
+
+
 class CustomOp:
     """An op defined by a Python function; call it on Values (or numbers) to make a node."""
 
@@ -49,50 +90,14 @@ class CustomOp:
         self.fn = fn
         self.graph_partials = graph_partials
         self.name = name if name is not None else getattr(fn, "__name__", "custom")
-        record = self._record if graph_partials is not None else None
+        # The native function holds partials over fn, never bound methods: a bound method would make
+        # self -> native -> method -> self, a cycle through a pybind11 object the collector cannot see.
+        self._evaluate = functools.partial(_evaluate, fn, self.name)
+        record = None if graph_partials is None else functools.partial(_record, graph_partials, self.name)
         self._native = _core._CustomFunction(self._evaluate, record, self.name)
 
     def __repr__(self) -> str:
         return f"custom_op({self.name})"
-
-    def _evaluate(self, *xs: float) -> tuple[float, list[float]]:
-        """fn at xs, checked: a real value and one real partial per input."""
-        result = self.fn(*xs)
-        if not isinstance(result, Sequence) or isinstance(result, (str, bytes)) or len(result) != 2:
-            raise TypeError(
-                f"custom op '{self.name}' must return (value, partials), a value and one partial derivative "
-                f"per input; it returned {_describe(result)}"
-            )
-        value, partials = result
-        v = _real(value, f"the value of custom op '{self.name}'")
-        if isinstance(partials, Real) and len(xs) == 1:
-            partials = [float(partials)]
-        if not isinstance(partials, Sequence) or isinstance(partials, (str, bytes)):
-            raise TypeError(
-                f"the partials of custom op '{self.name}' must be a sequence, not {_describe(partials)}"
-            )
-        if len(partials) != len(xs):
-            raise ValueError(
-                f"custom op '{self.name}' gave {len(partials)} partials for {len(xs)} inputs; one per input"
-            )
-        ps = [_real(p, f"partial {i} of custom op '{self.name}'") for i, p in enumerate(partials)]
-        return v, ps
-
-    def _record(self, *xs: Value) -> list[Value]:
-        """graph_partials at the Values xs, checked: one Value (or number) per input."""
-        assert self.graph_partials is not None
-        partials = self.graph_partials(*xs)
-        if isinstance(partials, Value) and len(xs) == 1:
-            partials = [partials]
-        if not isinstance(partials, Sequence) or len(partials) != len(xs):
-            raise ValueError(f"graph_partials of custom op '{self.name}' must return one Value per input")
-        out = []
-        for i, p in enumerate(partials):
-            if isinstance(p, Value):
-                out.append(p)
-            else:
-                out.append(Value(_real(p, f"graph partial {i} of custom op '{self.name}'")))
-        return out
 
     def __call__(self, *inputs: Value | float) -> Value:
         if not inputs:
