@@ -546,82 +546,107 @@ void Tape::backward_batch(const double* seed, double* input_grads) {
 
 // Forward mode over rows: a row's tangent is the sum, in operand order, of each active operand's
 // term (the rule's vjp applied to the operand's tangent), as in jvp(). Activity is per row (shared
-// leaves are never active), so the loops over samples have no branches.
+// leaves are never active, nor is an input whose tangents are all zero: a symbolic zero, as in
+// jvp()), so the loops over samples have no branches; as in backward_batch, operand kinds are
+// compile-time and a finite tangent row takes the rules' plain-product form (the same bits).
 void Tape::jvp_batch(const double* tangents, double* out) {
     if (!have_batch_forward_) throw std::logic_error("jvp_batch needs a successful forward_batch first");
     if (tangents == nullptr && !inputs_.empty()) throw std::invalid_argument("jvp_batch needs tangents");
     const std::size_t batch = batch_;
     const std::size_t rows = std::size_t{zero_row_} + 1;
-    tangent_.assign(rows * batch, 0.0);
+    tangent_.resize(rows * batch);  // a row is read only once written (active)
     active_.assign(rows, 0);
     const std::size_t n_in = inputs_.size();
     for (std::size_t i = 0; i < n_in; ++i) {
         double* t = tangent_.data() + i * batch;
-        for (std::size_t s = 0; s < batch; ++s) t[s] = tangents[s * n_in + i];
-        active_[i] = 1;
+        bool nonzero = false;
+        for (std::size_t s = 0; s < batch; ++s) {
+            t[s] = tangents[s * n_in + i];
+            nonzero |= t[s] != 0.0;
+        }
+        active_[i] = nonzero;
     }
     const auto active = [&](std::uint32_t operand) { return (operand & kShared) == 0 && active_[operand] != 0; };
     const auto trow = [&](std::uint32_t r) { return tangent_.data() + std::size_t{r} * batch; };
     for (const Instruction& ins : program_) {
         double* t = trow(ins.out);
         bool any = false;
-        // Adds term(s) for every sample: the first term is stored, later ones added.
-        const auto add = [&](auto term) {
-            if (any) {
-                for (std::size_t s = 0; s < batch; ++s) t[s] += term(s);
+        // Adds term(s, G) for every sample: the first term is stored, later ones added. G is the
+        // rules' plain-product form when the operand's tangent row is finite.
+        const auto add = [&](const double* tc, bool scales, auto term) {
+            const auto run = [&](auto g) {
+                using G = decltype(g);
+                if (any) {
+                    for (std::size_t s = 0; s < batch; ++s) t[s] += term(s, G{});
+                } else {
+                    for (std::size_t s = 0; s < batch; ++s) t[s] = term(s, G{});
+                }
+            };
+            if (!scales || all_finite(tc, batch)) {
+                run(rules::FiniteGrad{});
             } else {
-                for (std::size_t s = 0; s < batch; ++s) t[s] = term(s);
+                run(rules::AnyGrad{});
             }
             any = true;
         };
         const std::uint32_t* c = operands_.data() + ins.a;
         if (ins.op == Op::Sum) {
             for (std::uint32_t k = 0; k < ins.b; ++k) {
-                if (active(c[k])) add([&, tc = trow(c[k])](std::size_t s) { return rules::Sum::vjp(tc[s]); });
+                if (!active(c[k])) continue;
+                add(trow(c[k]), false, [tc = trow(c[k])](std::size_t s, auto) { return rules::Sum::vjp(tc[s]); });
             }
         } else if (ins.op == Op::Dot) {
             const std::uint32_t n = ins.b / 2;
             for (std::uint32_t k = 0; k < n; ++k) {
-                const std::uint32_t w = c[k];
-                const std::uint32_t x = c[n + k];
-                if (active(w)) {
-                    add([&, tw = trow(w)](std::size_t s) {
-                        return rules::Dot::vjp(tw[s], operand_value(w, s), operand_value(x, s)).a;
-                    });
-                }
-                if (active(x)) {
-                    add([&, tx = trow(x)](std::size_t s) {
-                        return rules::Dot::vjp(tx[s], operand_value(w, s), operand_value(x, s)).b;
-                    });
-                }
+                const std::uint32_t wk = c[k];
+                const std::uint32_t xk = c[n + k];
+                with_kinds((wk & kShared) != 0, (xk & kShared) != 0, [&](auto ws, auto xs) {
+                    const In<decltype(ws)::value> w{value_of(wk)};
+                    const In<decltype(xs)::value> x{value_of(xk)};
+                    if (active(wk)) {
+                        add(trow(wk), true, [w, x, tw = trow(wk)](std::size_t s, auto g) {
+                            return rules::Dot::vjp<decltype(g)>(tw[s], w[s], x[s]).a;
+                        });
+                    }
+                    if (active(xk)) {
+                        add(trow(xk), true, [w, x, tx = trow(xk)](std::size_t s, auto g) {
+                            return rules::Dot::vjp<decltype(g)>(tx[s], w[s], x[s]).b;
+                        });
+                    }
+                });
             }
         } else if (ins.op == Op::LogSumExp) {
             const double* o = row(values_, ins.out);
             for (std::uint32_t k = 0; k < ins.b; ++k) {
-                if (active(c[k])) {
-                    add([&, tc = trow(c[k]), x = c[k]](std::size_t s) {
-                        return rules::LogSumExp::vjp(tc[s], operand_value(x, s), o[s]);
-                    });
-                }
+                if (!active(c[k])) continue;
+                const double* x = value_of(c[k]);  // a row: a shared leaf is never active
+                add(trow(c[k]), false, [tc = trow(c[k]), x, o](std::size_t s, auto) {
+                    return rules::LogSumExp::vjp(tc[s], x[s], o[s]);
+                });
             }
         } else {
             const double* o = row(values_, ins.out);
-            visit_elementary(ins.op, [&](auto rule) {
-                using Rule = decltype(rule);
-                if constexpr (!has_zero_derivative<Rule>) {
-                    if (active(ins.a)) {
-                        add([&, ta = trow(ins.a)](std::size_t s) {
-                            return Rule::vjp(ta[s], operand_value(ins.a, s), operand_value(ins.b, s), o[s]).a;
-                        });
-                    }
-                    if constexpr (differentiable_inputs<Rule>() == 2) {
-                        if (active(ins.b)) {
-                            add([&, tb = trow(ins.b)](std::size_t s) {
-                                return Rule::vjp(tb[s], operand_value(ins.a, s), operand_value(ins.b, s), o[s]).b;
+            with_kinds((ins.a & kShared) != 0, (ins.b & kShared) != 0, [&](auto as, auto bs) {
+                const In<decltype(as)::value> a{value_of(ins.a)};
+                const In<decltype(bs)::value> b{value_of(ins.b)};
+                visit_elementary(ins.op, [&](auto rule) {
+                    using Rule = decltype(rule);
+                    if constexpr (!has_zero_derivative<Rule>) {  // a mask's tangent is a symbolic zero
+                        if (active(ins.a)) {
+                            add(trow(ins.a), scales_grad<Rule>, [a, b, o, ta = trow(ins.a)](std::size_t s, auto g) {
+                                return Rule::template vjp<decltype(g)>(ta[s], a[s], b[s], o[s]).a;
                             });
                         }
+                        if constexpr (differentiable_inputs<Rule>() == 2) {
+                            if (active(ins.b)) {
+                                add(trow(ins.b), scales_grad<Rule>,
+                                    [a, b, o, tb = trow(ins.b)](std::size_t s, auto g) {
+                                        return Rule::template vjp<decltype(g)>(tb[s], a[s], b[s], o[s]).b;
+                                    });
+                            }
+                        }
                     }
-                }
+                });
             });
         }
         active_[ins.out] = any;

@@ -17,9 +17,14 @@ from arenagrad import Value, arena_stats
 
 
 def live() -> int:
-    """Live nodes once cyclic garbage left by earlier tests (tracebacks holding Values) is gone."""
-    gc.collect()
     return arena_stats()["live"]
+
+
+def settled() -> int:
+    """Live nodes once cyclic garbage left by earlier tests (tracebacks holding Values) is gone, so that
+    no collection mid-test can move the count: the baseline for tests that count nodes."""
+    gc.collect()
+    return live()
 
 
 def build_graph(params: list[Value], n_nodes: int) -> Value:
@@ -36,7 +41,7 @@ def build_graph(params: list[Value], n_nodes: int) -> Value:
 
 def test_a_training_loop_returns_every_node_and_stops_growing_the_arena() -> None:
     params = [Value(0.1 * k, label=f"p{k}") for k in range(8)]
-    baseline = live()
+    baseline = settled()
     capacities = []
     for _ in range(1000):
         loss = build_graph(params, 10_000)
@@ -52,7 +57,7 @@ def test_a_training_loop_returns_every_node_and_stops_growing_the_arena() -> Non
 
 
 def test_a_million_op_chain_backpropagates_and_frees_without_recursion() -> None:
-    baseline = live()
+    baseline = settled()
     x = Value(1.0)
     root = x
     for _ in range(1_000_000):

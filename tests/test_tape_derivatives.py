@@ -6,6 +6,9 @@ import random
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_derivatives import Program, _Arena, _run, programs
 
 import arenagrad as ag
 from arenagrad import func as F
@@ -146,3 +149,33 @@ def test_a_gradient_tape_may_have_inputs_it_does_not_read() -> None:
     np.testing.assert_array_equal(tape.jvp([1.0, 1.0, 1.0]), [2.0, 0.0, 0.0])
     with pytest.raises(ValueError, match="not a leaf of the recorded graph"):
         ag.Tape(x * x, [x, z])  # a tape of one root still catches the mistake
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    programs,
+    st.lists(st.floats(-1.5, 1.5), min_size=3, max_size=3),
+    st.lists(st.sampled_from([0.0, 1.0, -0.5, 3.25, float("inf")]), min_size=3, max_size=3),
+    st.sampled_from(["abs", "relu", "none"]),
+)
+def test_jvp_batch_rows_are_jvp_bit_for_bit(program: Program, x: list[float], scale: list[float], kink: str) -> None:
+    """Every row of jvp_batch equals the scalar jvp of that row, bit for bit, on a tape of a gradient (masks,
+    selects, scales and a leaf shared by every row): rows of mixed finite and infinite tangents, and inputs whose
+    tangent column is all zero, which both sweeps treat as symbolic zeros."""
+    xs = [ag.Value(v) for v in x]
+    shared = ag.Value(0.75)
+    (out,) = _run(_Arena, program, xs)
+    if kink == "abs":
+        out = abs(out - shared) + out
+    elif kink == "relu":
+        out = (out * shared).relu() + out
+    tape = ag.Tape(ag.grad(out, xs, create_graph=True), xs)
+    rng = np.random.default_rng(len(program))
+    rows = np.array(x) + rng.uniform(-0.5, 0.5, size=(5, 3))
+    tangents = rng.uniform(0.5, 2.0, size=(5, 3)) * np.array(scale)  # column i is all zero when scale[i] is
+    tangents[0] = np.where(np.array(scale) != 0.0, 1.0, 0.0)  # one row of plain basis-like directions
+    batch_values = tape.forward_batch(rows)
+    batch = tape.jvp_batch(tangents)
+    for r in range(len(rows)):
+        np.testing.assert_array_equal(tape.forward(rows[r]), batch_values[r])
+        np.testing.assert_array_equal(tape.jvp(tangents[r]), batch[r])
