@@ -158,10 +158,12 @@ def test_a_gradient_tape_may_have_inputs_it_does_not_read() -> None:
     st.lists(st.sampled_from([0.0, 1.0, -0.5, 3.25, float("inf")]), min_size=3, max_size=3),
     st.sampled_from(["abs", "relu", "none"]),
 )
-def test_jvp_batch_rows_are_jvp_bit_for_bit(program: Program, x: list[float], scale: list[float], kink: str) -> None:
-    """Every row of jvp_batch equals the scalar jvp of that row, bit for bit, on a tape of a gradient (masks,
-    selects, scales and a leaf shared by every row): rows of mixed finite and infinite tangents, and inputs whose
-    tangent column is all zero, which both sweeps treat as symbolic zeros."""
+def test_jvp_batch_rows_are_jvp_bit_for_bit(
+    program: Program, x: list[float], scale: list[float], kink: str
+) -> None:
+    """Every row of jvp_batch equals the scalar jvp of that row, bit for bit, on a tape of a gradient
+    (masks, selects, scales and a leaf shared by every row): rows of mixed finite and infinite tangents,
+    and inputs whose tangent column is all zero, which both sweeps treat as symbolic zeros."""
     xs = [ag.Value(v) for v in x]
     shared = ag.Value(0.75)
     (out,) = _run(_Arena, program, xs)
