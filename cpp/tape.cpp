@@ -40,16 +40,34 @@ double batch_sum(const double* g, std::size_t n) {
     return (lane[0] + lane[1]) + (lane[2] + lane[3]);
 }
 
+// How a shared operand's per-sample gradients (a scratch row, clobbered) reach its gradient: summed
+// over the samples that did not fail into its one scalar, or, in a per-sample sweep, added row by
+// row (in the order eager backward adds them, so each row is that sample's gradient bit for bit).
+struct SharedReduce {
+    const std::size_t* failed = nullptr;  // samples left out of the sum
+    std::size_t n_failed = 0;
+    bool per_sample = false;
+    void into(double* g, double* scratch, std::size_t n) const {
+        if (per_sample) {
+            for (std::size_t s = 0; s < n; ++s) g[s] += scratch[s];
+            return;
+        }
+        for (std::size_t i = 0; i < n_failed; ++i) scratch[failed[i]] = 0.0;
+        *g += batch_sum(scratch, n);
+    }
+};
+
 // Where a row loop sends an operand's gradient: into its row, or (Shared) into a scratch row that
-// finish() sums over the batch into the operand's one scalar. Both loops stay plain stores and
-// loads, which the compiler vectorizes; the sum is a separate pass.
+// finish() hands to the SharedReduce. Both loops stay plain stores and loads, which the compiler
+// vectorizes; the reduction is a separate pass.
 template <bool Shared>
 struct GradOut;
 
 template <>
 struct GradOut<false> {
     double* g;
-    double* scratch;  // unused
+    double* scratch;              // unused
+    const SharedReduce* reduce;  // unused
     void add(std::size_t s, double v) { g[s] += v; }
     void finish(std::size_t) {}
 };
@@ -58,8 +76,9 @@ template <>
 struct GradOut<true> {
     double* g;
     double* scratch;  // one row
+    const SharedReduce* reduce;
     void add(std::size_t s, double v) { scratch[s] = v; }
-    void finish(std::size_t n) { *g += batch_sum(scratch, n); }
+    void finish(std::size_t n) { reduce->into(g, scratch, n); }
 };
 
 // Calls f with two compile-time flags saying which operands are shared scalars.
@@ -351,7 +370,7 @@ void Tape::compile() {
     zero_row_ = zero_row;
 }
 
-bool Tape::forward_batch(const double* x, std::size_t batch, double* out, ReplayError& error) {
+bool Tape::forward_batch(const double* x, std::size_t batch, double* out, ReplayError& error, OnError on_error) {
     // The core checks its own preconditions: a zero batch would leave every row pointer null.
     if (batch == 0) throw std::invalid_argument("forward_batch needs a batch of at least one sample");
     if (out == nullptr || (x == nullptr && !inputs_.empty())) {
@@ -359,6 +378,7 @@ bool Tape::forward_batch(const double* x, std::size_t batch, double* out, Replay
     }
     if (program_.empty()) compile();
     have_batch_forward_ = false;
+    failed_.clear();
     if (batch != batch_) {
         const std::size_t rows = std::size_t{zero_row_} + 1;
         if (batch > std::numeric_limits<std::size_t>::max() / sizeof(double) / rows) {
@@ -385,6 +405,7 @@ bool Tape::forward_batch(const double* x, std::size_t batch, double* out, Replay
         for (std::size_t s = 0; s < batch; ++s) r[s] = x[s * n_in + i];
     }
 
+    std::vector<char> failed;  // per sample, once one has failed (OnError::Nan)
     for (const Instruction& ins : program_) {
         double* o = row(values_, ins.out);
         if (ins.op == Op::Sum) {
@@ -435,20 +456,29 @@ bool Tape::forward_batch(const double* x, std::size_t batch, double* out, Replay
         if (!ok) {
             const std::size_t sa = (ins.a & kShared) != 0 ? 0 : 1;
             const std::size_t sb = (ins.b & kShared) != 0 ? 0 : 1;
+            if (on_error == OnError::Nan && failed.empty()) failed.assign(batch, 0);
             for (std::size_t s = 0; s < batch; ++s) {
                 const Status st = visit_elementary(
                     ins.op, [&](auto rule) { return decltype(rule)::forward(a[s * sa], b[s * sb]).status; });
-                if (st != Status::Ok) {
+                if (st == Status::Ok) continue;
+                if (on_error == OnError::Raise) {
                     error = {st, ins.op, a[s * sa], b[s * sb], s};
-                    break;
+                    return false;
                 }
+                o[s] = std::numeric_limits<double>::quiet_NaN();
+                failed[s] = 1;
             }
-            return false;
         }
+    }
+    for (std::size_t s = 0; s < failed.size(); ++s) {
+        if (failed[s] != 0) failed_.push_back(s);
     }
     const std::size_t n_roots = roots_.size();
     for (std::size_t k = 0; k < n_roots; ++k) {
         for (std::size_t s = 0; s < batch; ++s) out[s * n_roots + k] = operand_value(root_operand_[k], s);
+    }
+    for (const std::size_t s : failed_) {
+        std::fill_n(out + s * n_roots, n_roots, std::numeric_limits<double>::quiet_NaN());
     }
     have_batch_forward_ = true;
     return true;
@@ -456,14 +486,64 @@ bool Tape::forward_batch(const double* x, std::size_t batch, double* out, Replay
 
 void Tape::backward_batch(const double* seed, double* input_grads) {
     if (!have_batch_forward_) throw std::logic_error("backward_batch needs a successful forward_batch first");
+    per_sample_ = false;
+    sweep_back(seed);
+    for (std::size_t k = 0; k < num_shared_; ++k) {
+        arena_.set_grad(leaves_[k], arena_.grad(leaves_[k]) + shared_grads_[k]);
+    }
+    if (input_grads != nullptr) {
+        const std::size_t n_in = inputs_.size();
+        for (std::size_t i = 0; i < n_in; ++i) {
+            const double* g = row(grads_, static_cast<std::uint32_t>(i));
+            for (std::size_t s = 0; s < batch_; ++s) input_grads[s * n_in + i] = g[s];
+        }
+        for (const std::size_t s : failed_) {
+            std::fill_n(input_grads + s * n_in, n_in, std::numeric_limits<double>::quiet_NaN());
+        }
+    }
+}
+
+void Tape::backward_batch_per_sample(const double* seed, const std::vector<NodeId>& params, double* out) {
+    if (!have_batch_forward_) throw std::logic_error("backward_batch needs a successful forward_batch first");
+    // Where each param's gradients are: a shared leaf's row, an input's row, or nowhere (0).
+    std::vector<const double*> source(params.size(), nullptr);
+    shared_rows_.assign(num_shared_ * batch_, 0.0);
+    for (std::size_t j = 0; j < params.size(); ++j) {
+        const auto leaf = std::find(leaves_.begin(), leaves_.end(), params[j]);
+        if (leaf == leaves_.end()) continue;
+        const auto k = static_cast<std::size_t>(leaf - leaves_.begin());
+        source[j] = k < num_shared_ ? shared_rows_.data() + k * batch_
+                                    : row(grads_, static_cast<std::uint32_t>(k - num_shared_));
+    }
+    struct PerSample {  // grad_of() means rows only while the sweep runs, even if it throws
+        bool& flag;
+        explicit PerSample(bool& f) : flag(f) { flag = true; }
+        ~PerSample() { flag = false; }
+    };
+    {
+        const PerSample guard(per_sample_);
+        sweep_back(seed);
+    }
+    const std::size_t n = params.size();
+    for (std::size_t j = 0; j < n; ++j) {
+        for (std::size_t s = 0; s < batch_; ++s) out[s * n + j] = source[j] != nullptr ? source[j][s] : 0.0;
+    }
+    for (const std::size_t s : failed_) std::fill_n(out + s * n, n, std::numeric_limits<double>::quiet_NaN());
+}
+
+void Tape::sweep_back(const double* seed) {
     const std::size_t batch = batch_;
     std::fill(grads_.begin(), grads_.end(), 0.0);
     std::fill(shared_grads_.begin(), shared_grads_.end(), 0.0);
+    const SharedReduce reduce{failed_.data(), failed_.size(), per_sample_};
     const std::size_t n_roots = roots_.size();
     for (std::size_t k = 0; k < n_roots; ++k) {
         double* g = grad_of(root_operand_[k]);
-        const bool shared = (root_operand_[k] & kShared) != 0;
-        for (std::size_t s = 0; s < batch; ++s) g[shared ? 0 : s] += seed != nullptr ? seed[s * n_roots + k] : 1.0;
+        const bool scalar = (root_operand_[k] & kShared) != 0 && !per_sample_;
+        for (std::size_t s = 0; s < batch; ++s) {
+            if (scalar && std::binary_search(failed_.begin(), failed_.end(), s)) continue;
+            g[scalar ? 0 : s] += seed != nullptr ? seed[s * n_roots + k] : 1.0;
+        }
     }
 
     // Two scratch rows for shared operands' per-sample gradients (an op has at most two operands).
@@ -476,7 +556,8 @@ void Tape::backward_batch(const double* seed, double* input_grads) {
             const std::uint32_t* c = operands_.data() + ins.a;
             for (std::uint32_t k = 0; k < ins.b; ++k) {
                 if ((c[k] & kShared) != 0) {
-                    *grad_of(c[k]) += batch_sum(go, batch);
+                    std::copy_n(go, batch, scratch_a);
+                    reduce.into(grad_of(c[k]), scratch_a, batch);
                 } else {
                     double* g = grad_of(c[k]);
                     for (std::size_t s = 0; s < batch; ++s) g[s] += rules::Sum::vjp(go[s]);
@@ -492,7 +573,7 @@ void Tape::backward_batch(const double* seed, double* input_grads) {
                 const double* x = value_of(c[k]);
                 if (shared) {
                     for (std::size_t s = 0; s < batch; ++s) scratch_a[s] = rules::LogSumExp::vjp(go[s], x[0], o[s]);
-                    *grad_of(c[k]) += batch_sum(scratch_a, batch);
+                    reduce.into(grad_of(c[k]), scratch_a, batch);
                 } else {
                     double* g = grad_of(c[k]);
                     for (std::size_t s = 0; s < batch; ++s) g[s] += rules::LogSumExp::vjp(go[s], x[s], o[s]);
@@ -512,8 +593,8 @@ void Tape::backward_batch(const double* seed, double* input_grads) {
                 with_kinds((wk & kShared) != 0, (xk & kShared) != 0, [&](auto ws, auto xs) {
                     constexpr bool WS = decltype(ws)::value;
                     constexpr bool XS = decltype(xs)::value;
-                    dot_backward<WS, XS>(go, finite, In<WS>{w}, In<XS>{value_of(xk)}, GradOut<WS>{gw, scratch_a},
-                                         GradOut<XS>{grad_of(xk), scratch_b}, batch);
+                    dot_backward<WS, XS>(go, finite, In<WS>{w}, In<XS>{value_of(xk)}, GradOut<WS>{gw, scratch_a, &reduce},
+                                         GradOut<XS>{grad_of(xk), scratch_b, &reduce}, batch);
                 });
             }
             continue;
@@ -526,21 +607,10 @@ void Tape::backward_batch(const double* seed, double* input_grads) {
             constexpr bool BS = decltype(bs)::value;
             visit_elementary(ins.op, [&](auto rule) {
                 backward_rows<decltype(rule), AS, BS>(o, go, In<AS>{a}, In<BS>{b},
-                                                      GradOut<AS>{grad_of(ins.a), scratch_a},
-                                                      GradOut<BS>{grad_of(ins.b), scratch_b}, batch);
+                                                      GradOut<AS>{grad_of(ins.a), scratch_a, &reduce},
+                                                      GradOut<BS>{grad_of(ins.b), scratch_b, &reduce}, batch);
             });
         });
-    }
-
-    for (std::size_t k = 0; k < num_shared_; ++k) {
-        arena_.set_grad(leaves_[k], arena_.grad(leaves_[k]) + shared_grads_[k]);
-    }
-    if (input_grads != nullptr) {
-        const std::size_t n_in = inputs_.size();
-        for (std::size_t i = 0; i < n_in; ++i) {
-            const double* g = row(grads_, static_cast<std::uint32_t>(i));
-            for (std::size_t s = 0; s < batch; ++s) input_grads[s * n_in + i] = g[s];
-        }
     }
 }
 
@@ -655,6 +725,9 @@ void Tape::jvp_batch(const double* tangents, double* out) {
     for (std::size_t k = 0; k < n_roots; ++k) {
         const std::uint32_t r = root_operand_[k];
         for (std::size_t s = 0; s < batch; ++s) out[s * n_roots + k] = active(r) ? trow(r)[s] : 0.0;
+    }
+    for (const std::size_t s : failed_) {
+        std::fill_n(out + s * n_roots, n_roots, std::numeric_limits<double>::quiet_NaN());
     }
 }
 

@@ -81,16 +81,31 @@ class Tape {
     // otherwise). Writes each sample's root values to out (batch rows of roots().size()). On failure `error` names the op
     // and the first failing sample. A batch too large to index throws std::length_error, one too
     // large to allocate std::bad_alloc; either leaves the tape as it was.
-    bool forward_batch(const double* x, std::size_t batch, double* out, ReplayError& error);
+    //
+    // With on_error Nan, a failing sample does not stop the batch (NumPy's way): the failing op's
+    // value is NaN for that sample, every root of that sample is NaN, the sample is listed in
+    // failed(), and backward_batch leaves it out of the shared leaves' gradients.
+    enum class OnError { Raise, Nan };
+    bool forward_batch(const double* x, std::size_t batch, double* out, ReplayError& error,
+                       OnError on_error = OnError::Raise);
+    // The samples (ascending) that failed in the last forward_batch with OnError::Nan.
+    const std::vector<std::size_t>& failed() const { return failed_; }
     // Seeds each root's grad with seed (batch rows of roots().size(); 1 for every root and sample
     // if seed is null), sweeps back, and adds each shared leaf's grad, summed over the batch, into
     // the arena's grads.
     // If input_grads is not null it receives d(root)/d(input), batch rows of inputs().size().
     // Needs a forward_batch first.
+    // Samples listed in failed() add nothing to shared leaves; their input grads are NaN.
     void backward_batch(const double* seed, double* input_grads);
+    // Per-sample gradients instead of their sum (DP-SGD, influence functions): out receives batch
+    // rows of params.size(), d(sum_k seed[s,k] * roots[k] of sample s)/d(params[j]); the arena's
+    // grads are left alone. A param may be a shared leaf, an input, or absent from the graph (0).
+    // Rows of failed samples are NaN.
+    void backward_batch_per_sample(const double* seed, const std::vector<NodeId>& params, double* out);
     // Forward mode for every sample at once, after forward_batch: tangents holds one direction per
     // sample (batch rows of inputs().size()), out receives batch rows of roots().size(). With every
     // sample at the same point and the tangents the identity, that is the Jacobian in one call.
+    // Rows of samples that failed in forward_batch are NaN.
     void jvp_batch(const double* tangents, double* out);
     // The batch of values of a node of the graph after forward_batch (batch values), or null
     // when the node is not in the graph.
@@ -121,9 +136,13 @@ class Tape {
     double* value_of(std::uint32_t operand) {
         return (operand & kShared) != 0 ? &shared_values_[operand & ~kShared] : row(values_, operand);
     }
+    // A shared operand's gradient: its one scalar, or in a per-sample sweep its own row.
     double* grad_of(std::uint32_t operand) {
-        return (operand & kShared) != 0 ? &shared_grads_[operand & ~kShared] : row(grads_, operand);
+        if ((operand & kShared) == 0) return row(grads_, operand);
+        const std::size_t k = operand & ~kShared;
+        return per_sample_ ? shared_rows_.data() + k * batch_ : &shared_grads_[k];
     }
+    void sweep_back(const double* seed);  // backward_batch's sweep, into grads_ and grad_of()
 
     Arena& arena_;
     std::vector<NodeId> roots_;
@@ -147,6 +166,9 @@ class Tape {
     std::vector<double> scratch_;  // two rows: shared operands' per-sample gradients
     std::vector<double> tangent_;  // per row: forward-mode tangents (jvp; batch of them for jvp_batch)
     std::vector<char> active_;     // per row: does it depend on a seeded input?
+    std::vector<double> shared_rows_;     // per-sample sweep: a row of gradients per shared leaf
+    std::vector<std::size_t> failed_;     // samples that failed in the last forward_batch
+    bool per_sample_ = false;             // is the running backward sweep per sample?
     bool have_batch_forward_ = false;
 };
 

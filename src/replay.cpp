@@ -193,7 +193,10 @@ are exact on every replay.
             "grads for its leaves. With seeds (one per root), the backward of sum(seeds[k] * roots[k]).")
         .def(
             "forward_batch",
-            [](BoundTape& tape, const py::object& x) {
+            [](BoundTape& tape, const py::object& x, const std::string& errors) {
+                if (errors != "raise" && errors != "nan") {
+                    throw py::value_error("errors must be 'raise' or 'nan', not '" + errors + "'");
+                }
                 Array batch = real_array(x, "forward_batch()");
                 const std::size_t n_in = tape.inputs().size();
                 if (!batch || batch.ndim() != 2 || static_cast<std::size_t>(batch.shape(1)) != n_in ||
@@ -208,7 +211,8 @@ are exact on every replay.
                 ReplayError error;
                 bool ok = false;
                 try {
-                    ok = tape.forward_batch(batch.data(), n, out.mutable_data(), error);
+                    ok = tape.forward_batch(batch.data(), n, out.mutable_data(), error,
+                                            errors == "nan" ? Tape::OnError::Nan : Tape::OnError::Raise);
                 } catch (const std::length_error& e) {  // too large to index is too large to allocate
                     PyErr_SetString(PyExc_MemoryError, e.what());
                     throw py::error_already_set();
@@ -216,12 +220,38 @@ are exact on every replay.
                 if (!ok) raise_replay_error(error, true);
                 return out;
             },
-            py::arg("x"),
+            py::arg("x"), py::kw_only(), py::arg("errors") = "raise",
             "Evaluates the graph for every row of x (one sample per row, one column per input) and returns "
-            "the root's value for each sample (shape (batch, roots) for a tape of several).")
+            "the root's value for each sample (shape (batch, roots) for a tape of several). A sample an op "
+            "fails on (log of a negative number, division by zero) raises, naming the sample; with "
+            "errors='nan' its outputs are NaN instead, the rest of the batch goes on, `failed` lists it, "
+            "and backward_batch leaves it out of the parameters' gradients.")
+        .def_property_readonly(
+            "failed",
+            [](const BoundTape& tape) {
+                const auto& f = tape.failed();
+                py::array_t<std::int64_t> out(static_cast<py::ssize_t>(f.size()));
+                std::copy(f.begin(), f.end(), out.mutable_data());
+                return out;
+            },
+            "The samples (indexes, ascending) whose outputs the last forward_batch(errors='nan') set to NaN.")
         .def(
             "backward_batch",
-            [](BoundTape& tape, const py::object& seed) {
+            [](BoundTape& tape, const py::object& seed, const std::string& reduce, const py::object& params) {
+                if (reduce != "sum" && reduce != "none") {
+                    throw py::value_error("reduce must be 'sum' or 'none', not '" + reduce + "'");
+                }
+                std::vector<NodeId> wrt;
+                std::vector<py::object> keep;
+                if (reduce == "none") {
+                    if (params.is_none()) {
+                        throw py::value_error("backward_batch(reduce='none') needs params=[...]: the Values whose "
+                                              "per-sample gradients to return, e.g. model.parameters()");
+                    }
+                    wrt = nodes_arg(py::reinterpret_borrow<py::iterable>(params), "params", keep);
+                } else if (!params.is_none()) {
+                    throw py::value_error("params is for reduce='none'; with reduce='sum' gradients go to .grad");
+                }
                 if (tape.batch() == 0) throw py::value_error("backward_batch() needs forward_batch() first");
                 const std::size_t n_roots = tape.roots().size();
                 std::vector<double> seeds;
@@ -242,19 +272,33 @@ are exact on every replay.
                 } else if (tape.several) {
                     throw py::value_error("backward_batch() of a tape of several roots needs seeds of shape (batch, roots)");
                 }
-                Array grads({static_cast<py::ssize_t>(tape.batch()), static_cast<py::ssize_t>(tape.inputs().size())});
+                const double* seed_data = seeds.empty() ? nullptr : seeds.data();
+                const auto batch = static_cast<py::ssize_t>(tape.batch());
+                if (reduce == "none") {
+                    Array per_sample({batch, static_cast<py::ssize_t>(wrt.size())});
+                    try {
+                        tape.backward_batch_per_sample(seed_data, wrt, per_sample.mutable_data());
+                    } catch (const std::logic_error& e) {
+                        throw py::value_error(e.what());
+                    }
+                    return per_sample;
+                }
+                Array grads({batch, static_cast<py::ssize_t>(tape.inputs().size())});
                 try {
-                    tape.backward_batch(seeds.empty() ? nullptr : seeds.data(), grads.mutable_data());
+                    tape.backward_batch(seed_data, grads.mutable_data());
                 } catch (const std::logic_error& e) {
                     throw py::value_error(e.what());
                 }
                 return grads;
             },
-            py::arg("seed") = py::none(),
+            py::arg("seed") = py::none(), py::kw_only(), py::arg("reduce") = "sum", py::arg("params") = py::none(),
             "Backpropagates every sample at once, seeding each sample's root grad with `seed` (1 by "
             "default; e.g. 1/batch for a mean; shape (batch, roots) for a tape of several). Adds the "
             "batch-summed grads of the shared leaves (parameters) into their .grad and returns "
-            "d(root)/d(inputs), shape (batch, inputs).")
+            "d(root)/d(inputs), shape (batch, inputs). With reduce='none', .grad is left alone and the "
+            "result is the per-sample gradients of `params` instead, shape (batch, len(params)): row s is "
+            "what backward() of sample s alone gives each param (0 for a param the graph does not read). "
+            "Samples that failed in forward_batch(errors='nan') add nothing to .grad; their rows are NaN.")
         .def(
             "jvp_batch",
             [](BoundTape& tape, const py::object& tangents) {

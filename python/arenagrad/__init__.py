@@ -22,6 +22,7 @@ from .custom import CustomOp, custom_op
 from .draw import draw_dot
 from .gradcheck import GradcheckError, gradcheck
 from .serialization import load, save
+from .vectorize import Vectorized, vectorize
 
 # sum, dot and logsumexp are deliberately not in __all__: `from arenagrad import *` must not shadow the
 # builtin sum, which micrograd code uses on plain numbers (its demo computes accuracy with it).
@@ -37,6 +38,7 @@ __all__ = [
     "ParamGroup",
     "Tape",
     "Value",
+    "Vectorized",
     "__version__",
     "arena_stats",
     "custom_op",
@@ -51,4 +53,5 @@ __all__ = [
     "optim",
     "save",
     "tangent",
+    "vectorize",
 ]

@@ -1,0 +1,195 @@
+"""arenagrad.vectorize, batched replay with errors="nan", and per-sample gradients (reduce="none")."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_derivatives import Program, _Arena, _run, programs
+
+import arenagrad as ag
+from arenagrad import func as F
+
+
+@settings(max_examples=40, deadline=None)
+@given(programs, st.integers(1, 13))
+def test_vectorized_results_are_the_eager_results_bit_for_bit(program: Program, n: int) -> None:
+    vf = ag.vectorize(lambda a, b, c: _run(_Arena, program, [a, b, c])[0])
+    rng = np.random.default_rng(n)
+    a, b = rng.uniform(-1.5, 1.5, size=(2, n))
+    got = vf(a, b, 0.25)
+    assert got.shape == (n,)
+    for s in range(n):
+        want = _run(_Arena, program, [ag.Value(a[s]), ag.Value(b[s]), ag.Value(0.25)])[0].data
+        assert got[s] == want or (math.isnan(got[s]) and math.isnan(want))
+
+
+def test_parameters_are_shared_and_read_at_every_call() -> None:
+    random.seed(3)
+    model = ag.nn.MLP(2, [4, 1])
+    score = ag.vectorize(lambda x1, x2: model([x1, x2]))
+    X = np.array([[0.5, -1.0], [2.0, 0.25], [-0.3, 0.7]])
+    before = score(X[:, 0], X[:, 1])
+    np.testing.assert_array_equal(before, [model([float(u), float(v)]).data for u, v in X])
+    for p in model.parameters():
+        p.data += 0.125
+    after = score(X[:, 0], X[:, 1])
+    np.testing.assert_array_equal(after, [model([float(u), float(v)]).data for u, v in X])
+    assert not np.array_equal(before, after)
+    assert len(score._recordings) == 1  # one signature, recorded once
+
+
+def test_vector_arguments_and_several_results() -> None:
+    def f(xs: list[ag.Value], k: ag.Value) -> tuple[ag.Value, list[ag.Value]]:
+        return ag.dot(xs, xs) * k, [x.tanh() for x in xs]
+
+    X = np.arange(12.0).reshape(4, 3) / 10
+    total, tanhs = ag.vectorize(f)(X, 2.0)
+    np.testing.assert_array_equal(total, [2.0 * ag.dot([ag.Value(v) for v in r], list(r)).data for r in X])
+    np.testing.assert_array_equal(tanhs, np.vectorize(lambda v: ag.Value(v).tanh().data)(X))
+    assert total.shape == (4,) and tanhs.shape == (4, 3)
+    one = ag.vectorize(f)([[0.1, 0.2]], 3.0)  # one sample of a vector argument: rows of one
+    assert one[0].shape == (1,) and one[1].shape == (1, 2)
+    product = ag.vectorize(lambda a, b: a * b)
+    assert product(2.0, 3.0) == 6.0 and isinstance(product(2.0, 3.0), float)  # numbers only: numbers back
+
+
+def test_composes_with_func_grad_into_per_sample_gradients() -> None:
+    def f(xs: list[ag.Value]) -> ag.Value:
+        x, y = xs
+        return (x * y).sin() + x**3 - y.exp()
+
+    X = np.random.default_rng(0).normal(size=(6, 2))
+    per_sample = ag.vectorize(F.grad(f))(X)
+    assert per_sample.shape == (6, 2)
+    np.testing.assert_allclose(per_sample, np.stack([F.grad(f)(x) for x in X]), rtol=1e-15, atol=0)
+    hessians = ag.vectorize(F.hessian(f))(X)
+    assert hessians.shape == (6, 2, 2)  # nested lists of Values come back as arrays of that shape
+    np.testing.assert_allclose(hessians, np.stack([F.hessian(f)(x) for x in X]), rtol=1e-14)
+
+
+def test_errors_raise_names_the_sample_and_nan_goes_on() -> None:
+    log_of = ag.vectorize(lambda x: (x - 1.0).log() * 2.0)
+    x = np.array([3.0, 0.5, 2.0, 1.0])
+    with pytest.raises(ValueError, match="sample 1: math domain error"):
+        log_of(x)
+    nan_log = ag.vectorize(lambda x: (x - 1.0).log() * 2.0, errors="nan")
+    got = nan_log(x)
+    np.testing.assert_array_equal(got, [2.0 * math.log(2.0), np.nan, 2.0 * math.log(1.0), np.nan])
+    assert nan_log.failed.tolist() == [1, 3]
+    assert nan_log(np.array([5.0])).tolist() == [2.0 * math.log(4.0)] and nan_log.failed.size == 0
+    recip = ag.vectorize(lambda x: 1.0 / x + x.relu(), errors="nan")
+    np.testing.assert_array_equal(recip(np.array([0.0, 2.0])), [np.nan, 2.5])  # recorded at sample 1
+    assert recip.failed.tolist() == [0]
+    with pytest.raises(ValueError, match="math domain error") as raised:
+        ag.vectorize(lambda x: x.log(), errors="nan")(np.array([-1.0, -2.0]))
+    assert "none could be recorded" in "".join(raised.value.__notes__)
+
+
+def test_failed_samples_are_left_out_of_parameter_gradients() -> None:
+    w, b = ag.Value(0.5), ag.Value(-0.25)
+    x = ag.Value(1.0)
+    tape = ag.Tape((w * x + b).log() * w, [x])
+    xs = np.array([[1.0], [-4.0], [2.0], [0.0]])  # w*x + b <= 0 for samples 1 and 3
+    out = tape.forward_batch(xs, errors="nan")
+    assert tape.failed.tolist() == [1, 3] and np.isnan(out[[1, 3]]).all()
+    input_grads = tape.backward_batch()
+    assert np.isnan(input_grads[[1, 3]]).all() and np.isfinite(input_grads[[0, 2]]).all()
+    want_w = want_b = 0.0
+    for v in (1.0, 2.0):
+        wv, bv, xv = ag.Value(0.5), ag.Value(-0.25), ag.Value(v)
+        ((wv * xv + bv).log() * wv).backward()
+        want_w += wv.grad
+        want_b += bv.grad
+    assert w.grad == pytest.approx(want_w, rel=1e-15) and b.grad == pytest.approx(want_b, rel=1e-15)
+    tape.forward_batch(xs[[0, 2]])
+    assert tape.failed.size == 0  # every call starts afresh
+    with pytest.raises(ValueError, match="while replaying sample 1"):
+        tape.forward_batch(xs)
+
+
+def _mlp_tape() -> tuple[ag.Tape, ag.nn.MLP, list[ag.Value], ag.Value]:
+    random.seed(7)
+    model = ag.nn.MLP(2, [5, 5, 1])
+    x = [ag.Value(0.0), ag.Value(0.0)]
+    label = ag.Value(1.0)
+    loss = (1.0 - label * model(x)).relu() + 0.01 * ag.dot(model.parameters(), model.parameters())
+    return ag.Tape(loss, [*x, label]), model, x, label
+
+
+def test_per_sample_gradients_are_each_samples_backward_bit_for_bit() -> None:
+    tape, model, _, _ = _mlp_tape()
+    params = model.parameters()
+    rng = np.random.default_rng(5)
+    rows = np.column_stack([rng.normal(size=(9, 2)), rng.choice([-1.0, 1.0], size=9)])
+    unused = ag.Value(4.0)
+    tape.forward_batch(rows)
+    seeds = rng.uniform(0.5, 2.0, size=9)
+    per_sample = tape.backward_batch(seeds, reduce="none", params=[*params, unused])
+    assert per_sample.shape == (9, len(params) + 1)
+    assert all(p.grad == 0.0 for p in params)  # .grad is left alone
+    assert not per_sample[:, -1].any()  # a Value the graph does not read has gradient 0
+    for s, row in enumerate(rows):
+        x = [ag.Value(row[0]), ag.Value(row[1])]
+        fresh_loss = (1.0 - ag.Value(row[2]) * model(x)).relu() + 0.01 * ag.dot(params, params)
+        model.zero_grad()
+        (fresh_loss * seeds[s]).backward()
+        np.testing.assert_array_equal(per_sample[s, :-1], [p.grad for p in params])
+    model.zero_grad()
+    tape.backward_batch(seeds)
+    summed = [p.grad for p in params]
+    np.testing.assert_allclose(per_sample[:, :-1].sum(axis=0), summed, rtol=1e-12, atol=1e-15)
+
+
+def test_per_sample_gradients_of_inputs_and_of_failed_samples() -> None:
+    tape, model, x, label = _mlp_tape()
+    rows = np.array([[0.1, 0.2, 1.0], [0.3, -0.4, -1.0]])
+    tape.forward_batch(rows)
+    input_grads = tape.backward_batch()
+    model.zero_grad()
+    per_sample = tape.backward_batch(reduce="none", params=[x[1], label])
+    np.testing.assert_array_equal(per_sample, input_grads[:, 1:])
+    w = ag.Value(1.0)
+    t = ag.Value(2.0)
+    sqrt_tape = ag.Tape((t * w).sqrt() * w, [t])
+    sqrt_tape.forward_batch(np.array([[4.0], [-1.0]]), errors="nan")
+    g = sqrt_tape.backward_batch(reduce="none", params=[w])
+    assert g[0, 0] == pytest.approx(2.0 + 0.5 * 2.0) and np.isnan(g[1, 0])
+
+
+def test_bad_arguments_are_clear_errors() -> None:
+    tape, model, _, _ = _mlp_tape()
+    tape.forward_batch(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="reduce must be 'sum' or 'none'"):
+        tape.backward_batch(reduce="mean")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="needs params"):
+        tape.backward_batch(reduce="none")
+    with pytest.raises(ValueError, match="params is for reduce='none'"):
+        tape.backward_batch(params=model.parameters())
+    with pytest.raises(TypeError, match=r"params\[1\] must be an arenagrad.Value"):
+        tape.backward_batch(reduce="none", params=[model.parameters()[0], 1.0])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="errors must be 'raise' or 'nan'"):
+        tape.forward_batch(np.zeros((2, 3)), errors="ignore")  # type: ignore[arg-type]
+    vf = ag.vectorize(lambda a, b: a * b)
+    with pytest.raises(ValueError, match="first dimensions differ"):
+        vf(np.zeros(3), np.zeros(4))
+    with pytest.raises(TypeError, match="argument 1 must be real numbers"):
+        vf(np.zeros(3), np.array(["a", "b", "c"]))
+    with pytest.raises(TypeError, match="argument 0 must be real numbers"):
+        vf(np.zeros(3, dtype=complex), 1.0)
+    with pytest.raises(TypeError, match="argument 0 is a Value"):
+        vf(ag.Value(1.0), 1.0)
+    with pytest.raises(ValueError, match="at least one sample"):
+        vf(np.zeros(0), 1.0)
+    with pytest.raises(TypeError, match="must return a Value"):
+        ag.vectorize(lambda a: 1.0)(np.zeros(2))
+    with pytest.raises(TypeError, match="missing 1 required positional argument"):
+        vf(np.zeros(2))
+    with pytest.raises(ValueError, match="errors must be"):
+        ag.vectorize(lambda a: a, errors="warn")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="needs a function"):
+        ag.vectorize(3.0)  # type: ignore[arg-type]
