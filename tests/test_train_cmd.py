@@ -231,19 +231,26 @@ def _count_updates(monkeypatch: pytest.MonkeyPatch) -> list[None]:
 
 
 # SMALL runs 5 steps; the 6th loss is the final evaluation, after the last update.
+# Both ways of computing the objective: replayed (the default) and --eager.
+OBJECTIVES = [(train._ReplayedObjective, []), (train._EagerObjective, ["--eager"])]
+
+
+@pytest.mark.parametrize(("objective", "eager"), OBJECTIVES, ids=["replayed", "eager"])
 @pytest.mark.parametrize(("nan_call", "where"), [(3, "at step 3 of 5"), (6, "after the last step (5)")])
-def test_a_nan_loss_stops_the_run_at_that_step(native, tmp_path, capsys, monkeypatch, nan_call, where):
-    real, calls = train._objective, []
+def test_a_nan_loss_stops_the_run_at_that_step(
+    native, tmp_path, capsys, monkeypatch, objective, eager, nan_call, where
+):
+    real, calls = objective.__call__, []
 
-    def nan_once(*args):
+    def nan_once(self, *args):
         calls.append(None)
-        total, accuracy = real(*args)
-        return (total * float("nan") if len(calls) == nan_call else total), accuracy
+        loss, accuracy = real(self, *args)
+        return (loss * float("nan") if len(calls) == nan_call else loss), accuracy
 
-    monkeypatch.setattr(train, "_objective", nan_once)
+    monkeypatch.setattr(objective, "__call__", nan_once)
     updates = _count_updates(monkeypatch)
     saved, plot = tmp_path / "m.json", tmp_path / "p.png"
-    assert train.run(_parse([*SMALL, "--save", str(saved), "--plot", str(plot)])) == 1
+    assert train.run(_parse([*SMALL, *eager, "--save", str(saved), "--plot", str(plot)])) == 1
     out, err = capsys.readouterr()
     assert len(updates) == min(nan_call - 1, 5)  # a NaN loss never reaches the weights
     assert out == ""
@@ -479,10 +486,36 @@ def test_data_or_a_model_that_cannot_be_made_fails_cleanly(
         train.train_model(_parse(SMALL))
 
 
-def test_running_out_of_memory_while_training_fails_cleanly(native, capsys, monkeypatch):
-    monkeypatch.setattr(train, "_objective", _raise(MemoryError()))
-    assert train.run(_parse(SMALL)) == 1
+@pytest.mark.parametrize(("objective", "eager"), OBJECTIVES, ids=["replayed", "eager"])
+def test_running_out_of_memory_while_training_fails_cleanly(native, capsys, monkeypatch, objective, eager):
+    monkeypatch.setattr(objective, "__call__", _raise(MemoryError()))
+    assert train.run(_parse([*SMALL, *eager])) == 1
     assert capsys.readouterr().err == (
         "arenagrad train: error: out of memory while training; try a smaller --batch-size, --samples or "
         "--hidden\n"
     )
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [],
+        ["--loss", "bce"],
+        ["--alpha", "0"],
+        ["--batch-size", "9", "--optimizer", "adam"],
+        ["--dataset", "blobs"],
+    ],
+    ids=["demo", "bce", "no-penalty", "minibatch-adam", "blobs"],
+)
+def test_replayed_training_follows_the_eager_run(native, extra):
+    """The default (one recorded sample replayed over the batch) and --eager (the whole graph built every
+    step) differ only in the order of the batch's sums: the same trajectory to a few ulps,
+    the same accuracy."""
+    argv = ["--samples", "40", "--hidden", "8", "8", "--steps", "25", *extra]
+    replayed, eager = train.train_model(_parse(argv)), train.train_model(_parse([*argv, "--eager"]))
+    assert replayed.history.accuracies == eager.history.accuracies
+    assert replayed.history.losses == pytest.approx(eager.history.losses, rel=1e-12, abs=1e-15)
+    assert replayed.final_loss == pytest.approx(eager.final_loss, rel=1e-12)
+    assert replayed.final_accuracy == eager.final_accuracy
+    for p, q in zip(replayed.model.parameters(), eager.model.parameters()):
+        assert p.data == pytest.approx(q.data, rel=1e-11, abs=1e-14)

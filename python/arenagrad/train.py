@@ -20,10 +20,12 @@ from typing import Any, cast
 
 import numpy as np
 
+from ._core import Value
 from .losses import bce_with_logits, hinge_loss, l2_penalty
 from .nn import ACTIVATIONS, MLP, resolve_engine
 from .optim import SGD, Adam, LinearLR, Optimizer
 from .serialization import _atomic_write_bytes, _write_problem, save
+from .vectorize import vectorize
 
 __all__ = [
     "History",
@@ -188,6 +190,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="native",
         help="native: the C++ engine; reference: the pure-Python one (default: native)",
     )
+    fit.add_argument(
+        "--eager",
+        action="store_true",
+        help="native engine: build the graph of every sample at every step, as micrograd does, instead of "
+        "replaying one recorded sample natively over the batch (same results up to rounding, slower)",
+    )
     out = parser.add_argument_group("output")
     out.add_argument(
         "--plot",
@@ -251,6 +259,59 @@ def _objective(model: MLP, X: list[list[float]], y: np.ndarray, loss: str, alpha
     return total, correct / len(X)
 
 
+class _EagerObjective:
+    """The objective's graph built for the whole batch at every step, as micrograd does."""
+
+    def __init__(self, model: MLP, loss: str, alpha: float) -> None:
+        self.model, self.loss, self.alpha = model, loss, alpha
+        self.total: Any = None
+
+    def __call__(self, X: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+        """The loss on a batch and the batch accuracy; backward() then adds its gradient into .grad."""
+        self.total, accuracy = _objective(self.model, X.tolist(), y, self.loss, self.alpha)
+        return self.total.data, accuracy
+
+    def backward(self) -> None:
+        self.total.backward()
+
+
+class _ReplayedObjective:
+    """The objective of ``_objective`` as one sample's loss term recorded once and replayed natively over the
+    batch (``Tape.forward_batch``/``backward_batch``), the penalty as a tape of its own: no graph is built per
+    step. Labels are an input of the recording, so one recording serves every sample (hinge: relu(1 - y*s),
+    which is (1 - s) or (1 + s) exactly; bce: t*softplus(-s) + (1-t)*softplus(s) for hard targets t). Values
+    equal the eager objective's up to the order of the batch's sums (a few ulps)."""
+
+    def __init__(self, model: MLP, loss: str, alpha: float, engine: ModuleType) -> None:
+        x = [engine.Value(0.0), engine.Value(0.0)]
+        label = engine.Value(1.0)
+        self.score = model(x)
+        if loss == "hinge":
+            term = (1.0 - label * self.score).relu()
+        else:
+            term = label * (-self.score).softplus() + (1.0 - label) * self.score.softplus()
+        self.loss = loss
+        self.tape = engine.Tape(term, [*x, label])
+        self.penalty = engine.Tape(l2_penalty(model, alpha), []) if alpha else None
+        self.n = 0
+
+    def __call__(self, X: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+        """The loss on a batch and the batch accuracy; backward() then adds its gradient into .grad."""
+        labels = 2.0 * y - 1.0 if self.loss == "hinge" else y.astype(np.float64)
+        terms = self.tape.forward_batch(np.column_stack([X, labels]))
+        self.n = len(terms)
+        total = sum(terms.tolist()) / self.n  # left to right, as arenagrad.sum adds the eager terms
+        if self.penalty is not None:
+            total += self.penalty.forward([])
+        scores = self.tape.batch_values(self.score)
+        return total, float(np.count_nonzero((scores > 0) == (y == 1))) / self.n
+
+    def backward(self) -> None:
+        self.tape.backward_batch(1.0 / self.n)
+        if self.penalty is not None:
+            self.penalty.backward()
+
+
 def _progress(steps: int) -> Iterable[int]:
     try:
         from tqdm import tqdm
@@ -285,6 +346,13 @@ def _check_output(path: str | None, what: str) -> str | None:
     return None if problem is None else f"cannot write the {what} to {path!r}: {problem}"
 
 
+def _scores(model: MLP, x1: np.ndarray, x2: np.ndarray) -> np.ndarray:
+    """The model's score at every point: one native batched replay on the native engine."""
+    if isinstance(model.parameters()[0], Value):
+        return np.asarray(vectorize(lambda a, b: model([a, b]))(x1, x2))
+    return np.array([cast(Any, model([a, b])).data for a, b in zip(x1.tolist(), x2.tolist())])
+
+
 def _plot(path: str, model: MLP, X: np.ndarray, y: np.ndarray, history: History, title: str) -> None:
     # A Figure without pyplot renders with Agg: no global backend switch, no figure registry to leak into.
     from matplotlib.figure import Figure
@@ -295,8 +363,7 @@ def _plot(path: str, model: MLP, X: np.ndarray, y: np.ndarray, history: History,
     xs = np.linspace(X[:, 0].min() - pad, X[:, 0].max() + pad, 90)
     ys = np.linspace(X[:, 1].min() - pad, X[:, 1].max() + pad, 90)
     grid_x, grid_y = np.meshgrid(xs, ys)
-    points = np.column_stack([grid_x.ravel(), grid_y.ravel()]).tolist()
-    scores = np.array([cast(Any, model(p)).data for p in points])
+    scores = _scores(model, grid_x.ravel(), grid_y.ravel())
     boundary.contourf(
         grid_x,
         grid_y,
@@ -334,7 +401,6 @@ def train_model(args: argparse.Namespace, engine: ModuleType | None = None) -> T
     engine = resolve_engine(args.engine) if engine is None else engine
     try:
         X, y = datasets.load(args.dataset, n_samples=args.samples, noise=args.noise, seed=args.seed)
-        rows = X.tolist()
         model = MLP(2, [*args.hidden, 1], args.activation, seed=args.seed, engine=engine)
     except MemoryError:
         shape = "-".join(map(str, [2, *args.hidden, 1]))
@@ -347,37 +413,41 @@ def train_model(args: argparse.Namespace, engine: ModuleType | None = None) -> T
     optimizer, scheduler = _make_optimizer(args, model)
     batches = np.random.default_rng(args.seed)
     history = History()
+    objective: _EagerObjective | _ReplayedObjective
+    if args.eager or engine.__name__ != "arenagrad":
+        objective = _EagerObjective(model, args.loss, args.alpha)
+    else:
+        objective = _ReplayedObjective(model, args.loss, args.alpha, engine)
 
     start = time.perf_counter()
     bar = _progress(args.steps)
     try:
         for step, _ in enumerate(bar, start=1):
-            if args.batch_size is None or args.batch_size >= len(rows):
-                batch_rows, batch_y = rows, y
+            if args.batch_size is None or args.batch_size >= len(X):
+                chosen = None
             else:
                 # micrograd's sampling: a fresh random subset, without replacement, every step.
-                chosen = batches.permutation(len(rows))[: args.batch_size]
-                batch_rows, batch_y = [rows[i] for i in chosen], y[chosen]
-            total, accuracy = _objective(model, batch_rows, batch_y, args.loss, args.alpha)
+                chosen = batches.permutation(len(X))[: args.batch_size]
+            loss, accuracy = objective(X, y) if chosen is None else objective(X[chosen], y[chosen])
             # Before the update: a NaN loss would only spread NaN through every weight.
-            _check_loss(total.data, history.losses[0] if history.losses else total.data, step, args.steps)
+            _check_loss(loss, history.losses[0] if history.losses else loss, step, args.steps)
             optimizer.zero_grad()
-            total.backward()
+            objective.backward()
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
-            history.losses.append(total.data)
+            history.losses.append(loss)
             history.accuracies.append(accuracy)
             if hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{total.data:.4f}", acc=f"{accuracy:.0%}", refresh=False)
-        final_loss, final_accuracy = _objective(model, rows, y, args.loss, args.alpha)
+                bar.set_postfix(loss=f"{loss:.4f}", acc=f"{accuracy:.0%}", refresh=False)
+        final_loss, final_accuracy = objective(X, y)
         # The last update can still blow up: step steps + 1 stands for "after the last step".
-        _check_loss(final_loss.data, history.losses[0], args.steps + 1, args.steps)
+        _check_loss(final_loss, history.losses[0], args.steps + 1, args.steps)
         seconds = time.perf_counter() - start
     finally:
         if hasattr(bar, "close"):
             bar.close()
-    return TrainResult(model, X, y, history, final_loss.data, final_accuracy, seconds)
+    return TrainResult(model, X, y, history, final_loss, final_accuracy, seconds)
 
 
 def _check_loss(loss: float, first_loss: float, step: int, steps: int) -> None:
