@@ -143,6 +143,9 @@ class Tape {
         return per_sample_ ? shared_rows_.data() + k * batch_ : &shared_grads_[k];
     }
     void sweep_back(const double* seed);  // backward_batch's sweep, into grads_ and grad_of()
+    // True when every term of the dot with operands c (n terms) is a shared leaf times a row; then
+    // dot_coef_ ... dot_row_grads_ hold the leaves' values, the rows and their grads, term by term.
+    bool scaled_rows(const std::uint32_t* c, std::uint32_t n);
 
     Arena& arena_;
     std::vector<NodeId> roots_;
@@ -166,6 +169,11 @@ class Tape {
     std::vector<double> scratch_;  // two rows: shared operands' per-sample gradients
     std::vector<double> tangent_;  // per row: forward-mode tangents (jvp; batch of them for jvp_batch)
     std::vector<char> active_;     // per row: does it depend on a seeded input?
+    std::vector<double> dot_coef_;             // scaled_rows(): each term's shared value
+    std::vector<const double*> dot_rows_;      // scaled_rows(): each term's row
+    std::vector<double*> dot_coef_grads_;      // scaled_rows(): where each term's shared grad goes
+    std::vector<double*> dot_row_grads_;       // scaled_rows(): each term's row of grads
+    std::vector<double> dot_lanes_;            // scaled_row_sum_backward's partial sums
     std::vector<double> shared_rows_;     // per-sample sweep: a row of gradients per shared leaf
     std::vector<std::size_t> failed_;     // samples that failed in the last forward_batch
     bool per_sample_ = false;             // is the running backward sweep per sample?

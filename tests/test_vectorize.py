@@ -193,3 +193,36 @@ def test_bad_arguments_are_clear_errors() -> None:
         ag.vectorize(lambda a: a, errors="warn")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="needs a function"):
         ag.vectorize(3.0)  # type: ignore[arg-type]
+
+
+def _lane_sum(values: np.ndarray) -> float:
+    """Batched replay's documented sum over samples: four interleaved lanes, the tail in lane 0."""
+    lanes = [0.0, 0.0, 0.0, 0.0]
+    full = len(values) // 4 * 4
+    for s, v in enumerate(values.tolist()):
+        lanes[s % 4 if s < full else 0] += v
+    return (lanes[0] + lanes[1]) + (lanes[2] + lanes[3])
+
+
+@pytest.mark.parametrize("n", [1, 3, 4, 15, 16, 17, 19, 32, 35, 67])
+def test_a_layers_parameter_gradients_are_lane_sums_of_the_per_sample_ones(n: int) -> None:
+    """Each weight of a neuron is used once per sample, so its summed gradient is the fixed-order sum of its
+    per-sample gradients, which hold each sample's bits: whatever kernel runs the layer must keep both."""
+    random.seed(n)
+    model = ag.nn.MLP(3, [7, 5, 1], activation="tanh")
+    x = [ag.Value(0.0) for _ in range(3)]
+    tape = ag.Tape(model(x), x)
+    X = np.random.default_rng(n).normal(size=(n, 3))
+    out = tape.forward_batch(X)
+    np.testing.assert_array_equal(out, [model([float(v) for v in r]).data for r in X])
+    params = model.parameters()
+    per_sample = tape.backward_batch(reduce="none", params=params)
+    model.zero_grad()
+    input_grads = tape.backward_batch()
+    for j, p in enumerate(params):
+        assert p.grad == _lane_sum(per_sample[:, j])
+    for s, r in enumerate(X):
+        xs = [ag.Value(float(v)) for v in r]
+        model.zero_grad()
+        model(xs).backward()
+        np.testing.assert_array_equal(input_grads[s], [v.grad for v in xs])
