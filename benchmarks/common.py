@@ -40,6 +40,9 @@ class Config:
     # a few steps only, so that the default run stays under ~10 minutes (their accuracy is then "n/a");
     # --moons-all-steps runs them for moons_steps too.
     moons_steps_slow: int = 10
+    # blobs: make_blobs(blobs_samples, n_features=5, centers=2), full-batch training steps timed per engine
+    blobs_samples: int = 10_000
+    blobs_steps: int = 30
     seed: int = 1337
 
     @classmethod
@@ -55,6 +58,8 @@ class Config:
                 moons_samples=16,
                 moons_steps=3,
                 moons_steps_slow=2,
+                blobs_samples=300,
+                blobs_steps=3,
             )
         else:
             cfg = cls()

@@ -10,12 +10,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Callable
 
-from benchmarks import chain, derivatives, dual, memory, moons, wide
+from benchmarks import blobs, chain, derivatives, dual, memory, moons, wide
 from benchmarks.common import ROLE_MICROGRAD, ROLE_TORCH, ROLE_TORCH_BATCHED, Result, fmt_num, fmt_ratio
 
-WORKLOAD_ORDER = ("chain", "wide", "moons", "memory", "derivatives", "dual")
+WORKLOAD_ORDER = ("chain", "wide", "moons", "memory", "blobs", "derivatives", "dual")
 BASELINES = ((ROLE_MICROGRAD, "vs micrograd"), (ROLE_TORCH, "vs torch 0-dim"),
-             (ROLE_TORCH_BATCHED, "vs torch batched"), (derivatives.ROLE_ARENAGRAD, "vs arenagrad"))
+             (ROLE_TORCH_BATCHED, "vs torch batched"), (derivatives.ROLE_ARENAGRAD, "vs arenagrad"),
+             (blobs.ROLE_TORCH_F64, "vs torch float64"))
 
 
 def _words(r: Result) -> tuple[str, str]:
@@ -219,7 +220,7 @@ def machine_facts() -> list[tuple[str, str]]:
         ("scikit-learn", _dist_version("scikit-learn")),
         ("arenagrad", _dist_version("arenagrad")),
     ]
-    if "jax" in sys.modules:  # only when this run loaded it (the derivatives workload)
+    if "jax" in sys.modules:  # only when this run loaded it (the derivatives and blobs workloads)
         facts.append(("jax", f"{_dist_version('jax')} (jaxlib {_dist_version('jaxlib')})"))
     if "torch" in sys.modules:
         facts.append(("torch threads", str(sys.modules["torch"].get_num_threads())))

@@ -5,6 +5,7 @@
     python benchmarks/run.py --only chain,wide --engines arenagrad,micrograd --repeat 9
     python benchmarks/run.py --only derivatives --engines arenagrad,torch-batched,jax
     python benchmarks/run.py --only dual --engines arenagrad --repeat 15   # Dual vs eager Value per op
+    python benchmarks/run.py --only blobs --engines arenagrad,torch-batched,jax   # the notebooks' experiment
     python benchmarks/run.py --write-md       # also rewrite BENCHMARKS.md
 
 See benchmarks/README.md for what each workload measures.
@@ -29,7 +30,7 @@ if __package__ in (None, ""):
     # Run as a script: make the repository root importable so `benchmarks.*` resolves.
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import bandwidth, chain, derivatives, dual, memory, moons, report, wide
+from benchmarks import bandwidth, blobs, chain, derivatives, dual, memory, moons, report, wide
 from benchmarks.common import REPO_ROOT, Config, Result
 from benchmarks.engines import ALL_ENGINES, JAX, load_engines
 
@@ -37,13 +38,14 @@ WORKLOADS = {
     "chain": chain.run,
     "wide": wide.run,
     "moons": moons.run,
+    "blobs": blobs.run,
     "memory": memory.run,
     "bandwidth": bandwidth.run,
     "derivatives": derivatives.run,
     "dual": dual.run,
 }
 # The workloads that know the jax engine key; the others never see it (it is not a scalar engine).
-JAX_WORKLOADS = ("derivatives",)
+JAX_WORKLOADS = ("derivatives", "blobs")
 
 
 def _csv(choices: tuple[str, ...]) -> Callable[[str], tuple[str, ...]]:
@@ -98,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.modules["torch"].set_num_threads(max(1, args.torch_threads))
     for key in engines:
         print(f"{key}: {es.missing.get(key, 'loaded')}")
-    if "moons" in args.only:
+    if any(w in args.only for w in ("moons", "blobs")):
         try:
             import sklearn.datasets  # noqa: F401  (imported now so gc.freeze below covers it)
         except ImportError:
@@ -152,6 +154,11 @@ METHOD = """\
   time covers inputs, forward, loss, zero_grad, backward and the update. torch 0-dim and the reference
   engine run only a few steps by default (each costs about what micrograd costs; `--moons-all-steps` runs
   them fully), so they have no accuracy figure then.
+- blobs (its own section): the notebooks' experiment, `make_blobs(10000, n_features=5, centers=2)`, a
+  linear 5-25-25-2 stack, mean cross-entropy, SGD lr 0.01, full batch; every engine from the same float64
+  weights. Steps alternate between the engines, each step timed whole (forward, loss, zero_grad, backward,
+  update); each engine's losses at the initial weights and after one step are checked against arenagrad's
+  (1e-10 relative; torch float32 1e-5) before timing. JAX's step is jit-compiled before timing.
 - derivatives (the "Second derivatives" section): the moons loss as a function of its 337 parameters, at
   the moons initial weights with small nonzero biases; a Hessian-vector product, the full Hessian, and the
   score's Jacobian w.r.t. the inputs of every sample. Engines alternate run by run and are cross-checked
@@ -204,7 +211,8 @@ def render(results: list[Result], cfg: Config, missing: dict[str, str], run: Run
                   f"- machine load: {run.load_text()} (the machine is shared; noise shows as spread between "
                   "runs)",
                   f"- sizes: chain {cfg.chain_ops:,} ops, wide {cfg.wide_pairs:,} pairs, moons "
-                  f"{cfg.moons_samples} samples × {cfg.moons_steps} steps; repeat {cfg.repeat} "
+                  f"{cfg.moons_samples} samples × {cfg.moons_steps} steps, blobs {cfg.blobs_samples:,} "
+                  f"samples × {cfg.blobs_steps} steps; repeat {cfg.repeat} "
                   f"(micrograd's deep backward: {cfg.slow_repeat})", ""]
         lines += ["## Machine", "", *report._table(["", ""], [[k, v] for k, v in report.machine_facts()]), ""]
     else:
@@ -215,12 +223,15 @@ def render(results: list[Result], cfg: Config, missing: dict[str, str], run: Run
         lines += [f"- {k}: {v}" for k, v in missing.items()] + [""]
     lines += ["## Targets (from the performance issue)" if markdown else "Targets:", ""]
     lines += [*report.targets_table(results), ""]
-    general = [r for r in results if r.workload != derivatives.WORKLOAD]
+    general = [r for r in results if r.workload not in (derivatives.WORKLOAD, blobs.WORKLOAD)]
     lines += ["## Results" if markdown else "Results:", ""]
     lines += report.tables_text(general, "###" if markdown else "--")
     where = bandwidth.analysis(results)
     if where:
         lines += ["## Where the time goes" if markdown else "Where the time goes:", "", *where, ""]
+    exp = blobs.section(results, "###" if markdown else "--", cfg)
+    if exp:
+        lines += [f"## {blobs.TITLE}" if markdown else f"{blobs.TITLE}:", "", *exp]
     second = derivatives.section(results, "###" if markdown else "--", cfg)
     if second:
         lines += [f"## {derivatives.TITLE}" if markdown else f"{derivatives.TITLE}:", "", *second]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-WORKLOADS = ("chain", "wide", "moons", "memory", "bandwidth", "derivatives", "dual")
+WORKLOADS = ("chain", "wide", "moons", "memory", "bandwidth", "derivatives", "dual", "blobs")
 # What a row needs, by the start of its label (first match wins); it is "importable" when all modules are.
 ROW_MODULES = (
     ("arenagrad.nn", ("arenagrad._core", "arenagrad.nn")),
