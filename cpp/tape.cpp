@@ -8,6 +8,8 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "row_kernels.hpp"
+
 namespace arenagrad {
 
 namespace {
@@ -151,88 +153,6 @@ void backward_rows(const double* out, const double* go, In<AS> a, In<BS> b, Grad
 template <bool WS, bool XS>
 void dot_forward(double* out, In<WS> w, In<XS> x, std::size_t n) {
     for (std::size_t s = 0; s < n; ++s) out[s] += w[s] * x[s];
-}
-
-// A dot whose every term is a shared scalar times a row (a neuron: weights times inputs):
-// out[s] = 0.0 + coef[0] * rows[0][s] + coef[1] * rows[1][s] + ..., in the rule's order, a block of
-// samples at a time, so the partial sums stay in registers instead of making a trip through memory
-// for every term.
-void scaled_row_sum(double* out, const double* coef, const double* const* rows, std::size_t k, std::size_t n) {
-    // Two doubles per vector (the x86-64 baseline), eight vectors of partial sums in registers. The
-    // compiler, left to itself, vectorizes across the terms instead, with gathers and spills.
-    using V = double __attribute__((vector_size(16)));
-    constexpr std::size_t kLanes = 2;
-    constexpr std::size_t kVectors = 8;
-    constexpr std::size_t kBlock = kLanes * kVectors;
-    const auto load = [](const double* p) {
-        V v;
-        std::memcpy(&v, p, sizeof v);
-        return v;
-    };
-    std::size_t s = 0;
-    for (; s + kBlock <= n; s += kBlock) {
-        V acc[kVectors] = {};
-        for (std::size_t t = 0; t < k; ++t) {
-            const V c = {coef[t], coef[t]};
-            const double* r = rows[t] + s;
-            for (std::size_t j = 0; j < kVectors; ++j) acc[j] += c * load(r + j * kLanes);
-        }
-        std::memcpy(out + s, acc, sizeof acc);
-    }
-    for (; s < n; ++s) {
-        double acc = 0.0;
-        for (std::size_t t = 0; t < k; ++t) acc += coef[t] * rows[t][s];
-        out[s] = acc;
-    }
-}
-
-// The backward of scaled_row_sum for finite output grads go, every sample counted: row t's grad gains
-// go[s] * coef[t], and coef t's grad gains the sum over samples of go[s] * rows[t][s], summed as
-// batch_sum sums (four interleaved lanes, the tail in lane 0), so the bits are those of the
-// per-term loops. A block of samples at a time: go is loaded once for all the terms. lanes: 4 * k.
-void scaled_row_sum_backward(const double* go, const double* coef, const double* const* rows,
-                             double* const* row_grads, double* const* coef_grads, double* lanes, std::size_t k,
-                             std::size_t n) {
-    using V = double __attribute__((vector_size(16)));
-    constexpr std::size_t kVectors = 8;
-    constexpr std::size_t kBlock = 2 * kVectors;
-    const auto load = [](const double* p) {
-        V v;
-        std::memcpy(&v, p, sizeof v);
-        return v;
-    };
-    const auto store = [](double* p, V v) { std::memcpy(p, &v, sizeof v); };
-    std::fill_n(lanes, 4 * k, 0.0);
-    std::size_t s = 0;
-    for (; s + kBlock <= n; s += kBlock) {
-        V g[kVectors];
-        for (std::size_t j = 0; j < kVectors; ++j) g[j] = load(go + s + 2 * j);
-        for (std::size_t t = 0; t < k; ++t) {
-            const double* x = rows[t] + s;
-            V low = load(lanes + 4 * t);       // lanes 0 and 1
-            V high = load(lanes + 4 * t + 2);  // lanes 2 and 3
-            for (std::size_t j = 0; j < kVectors; j += 2) {
-                low += g[j] * load(x + 2 * j);
-                high += g[j + 1] * load(x + 2 * j + 2);
-            }
-            store(lanes + 4 * t, low);
-            store(lanes + 4 * t + 2, high);
-            const V c = {coef[t], coef[t]};
-            double* gx = row_grads[t] + s;
-            for (std::size_t j = 0; j < kVectors; ++j) store(gx + 2 * j, load(gx + 2 * j) + g[j] * c);
-        }
-    }
-    for (; s < n; ++s) {
-        const std::size_t lane = s < n / 4 * 4 ? s % 4 : 0;  // batch_sum's tail goes to lane 0
-        for (std::size_t t = 0; t < k; ++t) {
-            lanes[4 * t + lane] += go[s] * rows[t][s];
-            row_grads[t][s] += go[s] * coef[t];
-        }
-    }
-    for (std::size_t t = 0; t < k; ++t) {
-        const double* l = lanes + 4 * t;
-        *coef_grads[t] += (l[0] + l[1]) + (l[2] + l[3]);
-    }
 }
 
 template <class G, bool WS, bool XS>
@@ -534,7 +454,7 @@ bool Tape::forward_batch(const double* x, std::size_t batch, double* out, Replay
             const std::uint32_t* c = operands_.data() + ins.a;
             const std::uint32_t n = ins.b / 2;
             if (scaled_rows(c, n)) {
-                scaled_row_sum(o, dot_coef_.data(), dot_rows_.data(), n, batch);
+                kernels::scaled_row_sum(o, dot_coef_.data(), dot_rows_.data(), n, batch);
                 continue;
             }
             std::fill_n(o, batch, 0.0);
@@ -691,7 +611,7 @@ void Tape::sweep_back(const double* seed) {
             const bool finite = all_finite(go, batch);
             if (finite && !per_sample_ && failed_.empty() && scaled_rows(c, n)) {
                 dot_lanes_.resize(4 * std::size_t{n});
-                scaled_row_sum_backward(go, dot_coef_.data(), dot_rows_.data(), dot_row_grads_.data(),
+                kernels::scaled_row_sum_backward(go, dot_coef_.data(), dot_rows_.data(), dot_row_grads_.data(),
                                         dot_coef_grads_.data(), dot_lanes_.data(), n, batch);
                 continue;
             }

@@ -8,6 +8,7 @@
 #include "derivatives.hpp"
 #include "dual_type.hpp"
 #include "replay.hpp"
+#include "row_kernels.hpp"
 #include "value_type.hpp"
 
 namespace py = pybind11;
@@ -51,4 +52,8 @@ PYBIND11_MODULE(_core, m) {
         "entries in use and allocated, the heap bytes its arrays hold (and, separately, the binding's "
         "node-to-handle table), and how many backward passes took the "
         "one-pass id-ordered sweep or needed a depth-first search.");
+    m.def(
+        "simd_target", [] { return arenagrad::kernels::simd_target(); },
+        "The instruction set batched replay's kernels run with here: 'avx2' where the CPU has it, else "
+        "'baseline' (ARENAGRAD_SIMD=baseline in the environment forces it). Results are the same bits.");
 }

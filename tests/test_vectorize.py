@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import math
+import os
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -226,3 +230,38 @@ def test_a_layers_parameter_gradients_are_lane_sums_of_the_per_sample_ones(n: in
         model.zero_grad()
         model(xs).backward()
         np.testing.assert_array_equal(input_grads[s], [v.grad for v in xs])
+
+
+SIMD_PROBE = """
+import random, sys
+import numpy as np
+import arenagrad as ag
+random.seed(11)
+model = ag.nn.MLP(4, [16, 9, 1], activation="relu")
+x = [ag.Value(0.0) for _ in range(4)]
+tape = ag.Tape(model(x) ** 2, x)
+X = np.random.default_rng(11).normal(size=(53, 4))
+out = tape.forward_batch(X)
+model.zero_grad()
+g = tape.backward_batch(np.linspace(0.5, 1.5, 53))
+print(ag._core.simd_target())
+print(out.tobytes().hex(), g.tobytes().hex(), np.array([p.grad for p in model.parameters()]).tobytes().hex())
+"""
+
+
+def test_the_simd_target_does_not_change_the_bits() -> None:
+    """Batched replay's kernels run with AVX2 where the CPU has it; forced to the x86-64 baseline, every value
+    and gradient keeps its bits."""
+    runs = {}
+    for forced in ("", "baseline"):
+        env = {**os.environ, "ARENAGRAD_SIMD": forced}
+        probe = [sys.executable, "-c", SIMD_PROBE]
+        done = subprocess.run(probe, env=env, capture_output=True, text=True, check=True)
+        target, bits = done.stdout.split("\n", 1)
+        runs[forced or "default"] = (target, bits)
+    assert runs["baseline"][0] == "baseline"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():  # Linux: the default is AVX2 exactly when the CPU has it
+        has_avx2 = " avx2" in cpuinfo.read_text()
+        assert runs["default"][0] == ("avx2" if has_avx2 else "baseline")
+    assert runs["default"][1] == runs["baseline"][1]

@@ -1,0 +1,29 @@
+// Hot loops of batched replay (cpp/tape.cpp), compiled for the x86-64 baseline (SSE2) and, where the
+// CPU has it, for AVX2, chosen once at run time so that one wheel runs everywhere. Every target does
+// the same multiplications and additions in the same order (no FMA contraction: -ffp-contract=off),
+// so the bits do not depend on the target; ARENAGRAD_SIMD=baseline in the environment forces the
+// baseline, which the tests use to check exactly that.
+#pragma once
+
+#include <cstddef>
+
+namespace arenagrad::kernels {
+
+// "avx2" or "baseline": what the kernels below run with in this process.
+const char* simd_target();
+
+// A dot whose every term is a shared scalar times a row (a neuron: weights times inputs):
+// out[s] = 0.0 + coef[0] * rows[0][s] + coef[1] * rows[1][s] + ..., in rules::Dot's order, a block
+// of samples at a time, so the partial sums stay in registers instead of making a trip through
+// memory for every term.
+void scaled_row_sum(double* out, const double* coef, const double* const* rows, std::size_t k, std::size_t n);
+
+// Its backward for finite output grads go, every sample counted: row t's grad gains go[s] * coef[t],
+// and *coef_grads[t] gains the sum over the samples of go[s] * rows[t][s], summed as Tape's batch_sum
+// sums (four interleaved lanes, the tail in lane 0), so the bits are those of the per-term loops.
+// go is loaded once per block for all the terms. lanes: scratch for 4 * k doubles.
+void scaled_row_sum_backward(const double* go, const double* coef, const double* const* rows,
+                             double* const* row_grads, double* const* coef_grads, double* lanes, std::size_t k,
+                             std::size_t n);
+
+}  // namespace arenagrad::kernels
