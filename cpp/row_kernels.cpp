@@ -20,20 +20,14 @@ void sum_tail(double* out, const double* coef, const double* const* rows, std::s
 }
 
 void backward_tail(const double* go, const double* coef, const double* const* rows, double* const* row_grads,
-                   double* lanes, std::size_t k, std::size_t s, std::size_t n) {
+                   double* const* coef_lanes, std::size_t k, std::size_t s, std::size_t n, std::size_t s0,
+                   std::size_t full) {
     for (; s < n; ++s) {
-        const std::size_t lane = s < n / 4 * 4 ? s % 4 : 0;  // batch_sum's tail goes to lane 0
+        const std::size_t lane = s0 + s < full ? (s0 + s) % 4 : 0;
         for (std::size_t t = 0; t < k; ++t) {
-            lanes[4 * t + lane] += go[s] * rows[t][s];
+            coef_lanes[t][lane] += go[s] * rows[t][s];
             row_grads[t][s] += go[s] * coef[t];
         }
-    }
-}
-
-void finish_lanes(const double* lanes, double* const* coef_grads, std::size_t k) {
-    for (std::size_t t = 0; t < k; ++t) {
-        const double* l = lanes + 4 * t;
-        *coef_grads[t] += (l[0] + l[1]) + (l[2] + l[3]);
     }
 }
 
@@ -93,25 +87,25 @@ template <std::size_t L>
 
 template <std::size_t L>
 [[gnu::always_inline]] inline void backward_blocks(const double* go, const double* coef, const double* const* rows,
-                                                   double* const* row_grads, double* const* coef_grads,
-                                                   double* lanes, std::size_t k, std::size_t n) {
+                                                   double* const* row_grads, double* const* coef_lanes,
+                                                   std::size_t k, std::size_t n, std::size_t s0,
+                                                   std::size_t full) {
     constexpr std::size_t kVectors = kBlock / L;
     constexpr std::size_t kLaneVectors = 4 / L;  // vector j of a block holds lanes j % kLaneVectors
-    std::fill_n(lanes, 4 * k, 0.0);
     std::size_t s = 0;
-    for (; s + kBlock <= n; s += kBlock) {
+    for (; s + kBlock <= n; s += kBlock) {  // a whole block lies before the batch's tail
         Vec<L> g[kVectors];
         for (std::size_t j = 0; j < kVectors; ++j) load<L>(g[j], go + s + j * L);
         for (std::size_t t = 0; t < k; ++t) {
             const double* x = rows[t] + s;
             Vec<L> lane[kLaneVectors];
-            for (std::size_t i = 0; i < kLaneVectors; ++i) load<L>(lane[i], lanes + 4 * t + i * L);
+            for (std::size_t i = 0; i < kLaneVectors; ++i) load<L>(lane[i], coef_lanes[t] + i * L);
             for (std::size_t j = 0; j < kVectors; ++j) {
                 Vec<L> xj;
                 load<L>(xj, x + j * L);
                 lane[j % kLaneVectors] += g[j] * xj;
             }
-            for (std::size_t i = 0; i < kLaneVectors; ++i) store<L>(lanes + 4 * t + i * L, lane[i]);
+            for (std::size_t i = 0; i < kLaneVectors; ++i) store<L>(coef_lanes[t] + i * L, lane[i]);
             const double c = coef[t];
             double* gx = row_grads[t] + s;
             for (std::size_t j = 0; j < kVectors; ++j) {
@@ -122,16 +116,15 @@ template <std::size_t L>
             }
         }
     }
-    backward_tail(go, coef, rows, row_grads, lanes, k, s, n);
-    finish_lanes(lanes, coef_grads, k);
+    backward_tail(go, coef, rows, row_grads, coef_lanes, k, s, n, s0, full);
 }
 
 void sum_baseline(double* out, const double* coef, const double* const* rows, std::size_t k, std::size_t n) {
     sum_blocks<2>(out, coef, rows, k, n);
 }
 void backward_baseline(const double* go, const double* coef, const double* const* rows, double* const* row_grads,
-                       double* const* coef_grads, double* lanes, std::size_t k, std::size_t n) {
-    backward_blocks<2>(go, coef, rows, row_grads, coef_grads, lanes, k, n);
+                       double* const* coef_lanes, std::size_t k, std::size_t n, std::size_t s0, std::size_t full) {
+    backward_blocks<2>(go, coef, rows, row_grads, coef_lanes, k, n, s0, full);
 }
 #else
 // Without GCC's vector types: the scalar loops, the same operations in the same order.
@@ -139,10 +132,8 @@ void sum_baseline(double* out, const double* coef, const double* const* rows, st
     sum_tail(out, coef, rows, k, 0, n);
 }
 void backward_baseline(const double* go, const double* coef, const double* const* rows, double* const* row_grads,
-                       double* const* coef_grads, double* lanes, std::size_t k, std::size_t n) {
-    std::fill_n(lanes, 4 * k, 0.0);
-    backward_tail(go, coef, rows, row_grads, lanes, k, 0, n);
-    finish_lanes(lanes, coef_grads, k);
+                       double* const* coef_lanes, std::size_t k, std::size_t n, std::size_t s0, std::size_t full) {
+    backward_tail(go, coef, rows, row_grads, coef_lanes, k, 0, n, s0, full);
 }
 #endif
 
@@ -153,9 +144,9 @@ __attribute__((target("avx2"))) void sum_avx2(double* out, const double* coef, c
     sum_blocks<4>(out, coef, rows, k, n);
 }
 __attribute__((target("avx2"))) void backward_avx2(const double* go, const double* coef, const double* const* rows,
-                                                     double* const* row_grads, double* const* coef_grads,
-                                                     double* lanes, std::size_t k, std::size_t n) {
-    backward_blocks<4>(go, coef, rows, row_grads, coef_grads, lanes, k, n);
+                                                     double* const* row_grads, double* const* coef_lanes,
+                                                     std::size_t k, std::size_t n, std::size_t s0, std::size_t full) {
+    backward_blocks<4>(go, coef, rows, row_grads, coef_lanes, k, n, s0, full);
 }
 #endif
 
@@ -185,12 +176,12 @@ void scaled_row_sum(double* out, const double* coef, const double* const* rows, 
 }
 
 void scaled_row_sum_backward(const double* go, const double* coef, const double* const* rows,
-                             double* const* row_grads, double* const* coef_grads, double* lanes, std::size_t k,
-                             std::size_t n) {
+                             double* const* row_grads, double* const* coef_lanes, std::size_t k, std::size_t n,
+                             std::size_t s0, std::size_t full) {
 #ifdef ARENAGRAD_HAVE_AVX2
-    if (use_avx2()) return backward_avx2(go, coef, rows, row_grads, coef_grads, lanes, k, n);
+    if (use_avx2()) return backward_avx2(go, coef, rows, row_grads, coef_lanes, k, n, s0, full);
 #endif
-    backward_baseline(go, coef, rows, row_grads, coef_grads, lanes, k, n);
+    backward_baseline(go, coef, rows, row_grads, coef_lanes, k, n, s0, full);
 }
 
 }  // namespace arenagrad::kernels

@@ -18,12 +18,13 @@ const char* simd_target();
 // memory for every term.
 void scaled_row_sum(double* out, const double* coef, const double* const* rows, std::size_t k, std::size_t n);
 
-// Its backward for finite output grads go, every sample counted: row t's grad gains go[s] * coef[t],
-// and *coef_grads[t] gains the sum over the samples of go[s] * rows[t][s], summed as Tape's batch_sum
-// sums (four interleaved lanes, the tail in lane 0), so the bits are those of the per-term loops.
-// go is loaded once per block for all the terms. lanes: scratch for 4 * k doubles.
+// Its backward for finite output grads go, samples s0 .. s0 + n - 1 of a batch (s0 a multiple of 16):
+// row t's grad gains go[s] * coef[t], and go[s] * rows[t][s] is added to the four lanes
+// coef_lanes[t] as Tape sums a shared leaf's gradient (sample s to lane s % 4, the batch's tail, from
+// full = batch / 4 * 4 on, to lane 0), so the bits are those of the per-term loops. go is loaded once
+// per block for all the terms.
 void scaled_row_sum_backward(const double* go, const double* coef, const double* const* rows,
-                             double* const* row_grads, double* const* coef_grads, double* lanes, std::size_t k,
-                             std::size_t n);
+                             double* const* row_grads, double* const* coef_lanes, std::size_t k, std::size_t n,
+                             std::size_t s0, std::size_t full);
 
 }  // namespace arenagrad::kernels

@@ -29,33 +29,42 @@ struct In {
     double operator[](std::size_t s) const { return Shared ? p[0] : p[s]; }
 };
 
-// Sum over the batch in four interleaved lanes: one sequential chain of adds would make every
-// shared operand wait on the add latency of each sample in turn. The order is fixed, so results
-// are deterministic; no promise ties it to the order of eager evaluation.
-double batch_sum(const double* g, std::size_t n) {
-    double lane[4] = {0.0, 0.0, 0.0, 0.0};
-    std::size_t s = 0;
-    for (; s + 4 <= n; s += 4) {
-        for (std::size_t j = 0; j < 4; ++j) lane[j] += g[s + j];
+// The batch's sums over samples (a shared leaf's gradient) run in four interleaved lanes, sample s
+// adding to lane s % 4 and the batch's last batch % 4 samples to lane 0, and end as
+// (lane 0 + lane 1) + (lane 2 + lane 3): one sequential chain of adds would make every shared
+// operand wait on the add latency of each sample in turn. The order is fixed by the batch alone, so
+// results do not depend on how the batch is cut into tiles; no promise ties it to the order of eager
+// evaluation. add_lanes adds the samples s0 .. s0 + n - 1 (s0 a multiple of 4), given in g; full is
+// batch / 4 * 4.
+void add_lanes(double* lane, const double* g, std::size_t s0, std::size_t n, std::size_t full) {
+    const std::size_t body = full > s0 ? std::min(n, full - s0) / 4 * 4 : 0;
+    std::size_t j = 0;
+    for (; j < body; j += 4) {
+        for (std::size_t i = 0; i < 4; ++i) lane[i] += g[j + i];
     }
-    for (; s < n; ++s) lane[0] += g[s];
-    return (lane[0] + lane[1]) + (lane[2] + lane[3]);
+    for (; j < n; ++j) lane[s0 + j < full ? (s0 + j) % 4 : 0] += g[j];
 }
 
-// How a shared operand's per-sample gradients (a scratch row, clobbered) reach its gradient: summed
-// over the samples that did not fail into its one scalar, or, in a per-sample sweep, added row by
-// row (in the order eager backward adds them, so each row is that sample's gradient bit for bit).
+double lane_total(const double* lane) { return (lane[0] + lane[1]) + (lane[2] + lane[3]); }
+
+// How a shared operand's per-sample gradients (a scratch row of one tile, clobbered) reach their
+// target: in a per-sample sweep its row (added in the order eager backward adds them, so each row
+// is that sample's gradient bit for bit); otherwise its four lanes, less the samples that failed.
 struct SharedReduce {
-    const std::size_t* failed = nullptr;  // samples left out of the sum
+    const std::size_t* failed = nullptr;  // samples left out of the sum, ascending
     std::size_t n_failed = 0;
     bool per_sample = false;
-    void into(double* g, double* scratch, std::size_t n) const {
+    std::size_t s0 = 0;    // the tile's first sample
+    std::size_t full = 0;  // batch / 4 * 4
+    void into(double* target, double* scratch, std::size_t n) const {
         if (per_sample) {
-            for (std::size_t s = 0; s < n; ++s) g[s] += scratch[s];
+            for (std::size_t j = 0; j < n; ++j) target[j] += scratch[j];
             return;
         }
-        for (std::size_t i = 0; i < n_failed; ++i) scratch[failed[i]] = 0.0;
-        *g += batch_sum(scratch, n);
+        for (std::size_t i = 0; i < n_failed; ++i) {
+            if (failed[i] >= s0 && failed[i] < s0 + n) scratch[failed[i] - s0] = 0.0;
+        }
+        add_lanes(target, scratch, s0, n, full);
     }
 };
 
@@ -372,20 +381,98 @@ void Tape::compile() {
     zero_row_ = zero_row;
 }
 
-bool Tape::scaled_rows(const std::uint32_t* c, std::uint32_t n) {
+bool Tape::scaled_rows(const std::uint32_t* c, std::uint32_t n, std::size_t s0, std::size_t first_slot) {
     dot_coef_.clear();
     dot_rows_.clear();
-    dot_coef_grads_.clear();
+    dot_coef_lanes_.clear();
     dot_row_grads_.clear();
     for (std::uint32_t k = 0; k < n; ++k) {
         const bool w_shared = (c[k] & kShared) != 0;
         if (w_shared == ((c[n + k] & kShared) != 0)) return false;
         const std::uint32_t coef = w_shared ? c[k] : c[n + k];
         const std::uint32_t r = w_shared ? c[n + k] : c[k];
-        dot_coef_.push_back(*value_of(coef));
-        dot_rows_.push_back(value_of(r));
-        dot_coef_grads_.push_back(grad_of(coef));
-        dot_row_grads_.push_back(grad_of(r));
+        dot_coef_.push_back(shared_values_[coef & ~kShared]);
+        dot_rows_.push_back(row(values_, r) + s0);
+        dot_coef_lanes_.push_back(lanes_.data() + 4 * (first_slot + (w_shared ? k : n + k)));
+        dot_row_grads_.push_back(row(grads_, r) + s0);
+    }
+    return true;
+}
+
+// Every instruction for the samples s0 .. s0 + n - 1: a tile small enough that its rows stay in
+// cache from one instruction to the next.
+bool Tape::forward_tile(std::size_t s0, std::size_t n, OnError on_error, std::vector<char>& failed,
+                        ReplayError& error) {
+    const auto value_at = [&](std::uint32_t operand) -> const double* {
+        return (operand & kShared) != 0 ? &shared_values_[operand & ~kShared] : row(values_, operand) + s0;
+    };
+    for (const Instruction& ins : program_) {
+        double* o = row(values_, ins.out) + s0;
+        if (ins.op == Op::Sum) {
+            std::fill_n(o, n, 0.0);
+            const std::uint32_t* c = operands_.data() + ins.a;
+            for (std::uint32_t k = 0; k < ins.b; ++k) {
+                const double* v = value_at(c[k]);
+                if ((c[k] & kShared) != 0) {
+                    for (std::size_t s = 0; s < n; ++s) o[s] += v[0];
+                } else {
+                    for (std::size_t s = 0; s < n; ++s) o[s] += v[s];
+                }
+            }
+            continue;
+        }
+        if (ins.op == Op::LogSumExp) {
+            const std::uint32_t* c = operands_.data() + ins.a;
+            for (std::size_t s = 0; s < n; ++s) {
+                o[s] = rules::LogSumExp::forward(ins.b, [&](std::uint32_t k) {
+                    return (c[k] & kShared) != 0 ? *value_at(c[k]) : value_at(c[k])[s];
+                });
+            }
+            continue;
+        }
+        if (ins.op == Op::Dot) {
+            const std::uint32_t* c = operands_.data() + ins.a;
+            const std::uint32_t k = ins.b / 2;
+            if (scaled_rows(c, k, s0, ins.a)) {
+                kernels::scaled_row_sum(o, dot_coef_.data(), dot_rows_.data(), k, n);
+                continue;
+            }
+            std::fill_n(o, n, 0.0);
+            for (std::uint32_t t = 0; t < k; ++t) {
+                const double* w = value_at(c[t]);
+                const double* v = value_at(c[k + t]);
+                with_kinds((c[t] & kShared) != 0, (c[k + t] & kShared) != 0, [&](auto ws, auto vs) {
+                    dot_forward<decltype(ws)::value, decltype(vs)::value>(o, {w}, {v}, n);
+                });
+            }
+            continue;
+        }
+        const double* a = value_at(ins.a);
+        const double* b = value_at(ins.b);
+        bool ok = true;
+        with_kinds((ins.a & kShared) != 0, (ins.b & kShared) != 0, [&](auto as, auto bs) {
+            constexpr bool AS = decltype(as)::value;
+            constexpr bool BS = decltype(bs)::value;
+            ok = visit_elementary(ins.op, [&](auto rule) {
+                return forward_rows<decltype(rule), AS, BS>(o, In<AS>{a}, In<BS>{b}, n);
+            });
+        });
+        if (!ok) {
+            const std::size_t sa = (ins.a & kShared) != 0 ? 0 : 1;
+            const std::size_t sb = (ins.b & kShared) != 0 ? 0 : 1;
+            if (on_error == OnError::Nan && failed.empty()) failed.assign(batch_, 0);
+            for (std::size_t s = 0; s < n; ++s) {
+                const Status st = visit_elementary(
+                    ins.op, [&](auto rule) { return decltype(rule)::forward(a[s * sa], b[s * sb]).status; });
+                if (st == Status::Ok) continue;
+                if (on_error == OnError::Raise) {
+                    error = {st, ins.op, a[s * sa], b[s * sb], s0 + s};
+                    return false;
+                }
+                o[s] = std::numeric_limits<double>::quiet_NaN();
+                failed[s0 + s] = 1;
+            }
+        }
     }
     return true;
 }
@@ -426,73 +513,8 @@ bool Tape::forward_batch(const double* x, std::size_t batch, double* out, Replay
     }
 
     std::vector<char> failed;  // per sample, once one has failed (OnError::Nan)
-    for (const Instruction& ins : program_) {
-        double* o = row(values_, ins.out);
-        if (ins.op == Op::Sum) {
-            std::fill_n(o, batch, 0.0);
-            const std::uint32_t* c = operands_.data() + ins.a;
-            for (std::uint32_t k = 0; k < ins.b; ++k) {
-                const double* v = value_of(c[k]);
-                if ((c[k] & kShared) != 0) {
-                    for (std::size_t s = 0; s < batch; ++s) o[s] += v[0];
-                } else {
-                    for (std::size_t s = 0; s < batch; ++s) o[s] += v[s];
-                }
-            }
-            continue;
-        }
-        if (ins.op == Op::LogSumExp) {
-            const std::uint32_t* c = operands_.data() + ins.a;
-            for (std::size_t s = 0; s < batch; ++s) {
-                o[s] = rules::LogSumExp::forward(ins.b, [&](std::uint32_t k) {
-                    return (c[k] & kShared) != 0 ? *value_of(c[k]) : value_of(c[k])[s];
-                });
-            }
-            continue;
-        }
-        if (ins.op == Op::Dot) {
-            const std::uint32_t* c = operands_.data() + ins.a;
-            const std::uint32_t n = ins.b / 2;
-            if (scaled_rows(c, n)) {
-                kernels::scaled_row_sum(o, dot_coef_.data(), dot_rows_.data(), n, batch);
-                continue;
-            }
-            std::fill_n(o, batch, 0.0);
-            for (std::uint32_t k = 0; k < n; ++k) {
-                const double* w = value_of(c[k]);
-                const double* v = value_of(c[n + k]);
-                with_kinds((c[k] & kShared) != 0, (c[n + k] & kShared) != 0, [&](auto ws, auto vs) {
-                    dot_forward<decltype(ws)::value, decltype(vs)::value>(o, {w}, {v}, batch);
-                });
-            }
-            continue;
-        }
-        const double* a = value_of(ins.a);
-        const double* b = value_of(ins.b);
-        bool ok = true;
-        with_kinds((ins.a & kShared) != 0, (ins.b & kShared) != 0, [&](auto as, auto bs) {
-            constexpr bool AS = decltype(as)::value;
-            constexpr bool BS = decltype(bs)::value;
-            ok = visit_elementary(ins.op, [&](auto rule) {
-                return forward_rows<decltype(rule), AS, BS>(o, In<AS>{a}, In<BS>{b}, batch);
-            });
-        });
-        if (!ok) {
-            const std::size_t sa = (ins.a & kShared) != 0 ? 0 : 1;
-            const std::size_t sb = (ins.b & kShared) != 0 ? 0 : 1;
-            if (on_error == OnError::Nan && failed.empty()) failed.assign(batch, 0);
-            for (std::size_t s = 0; s < batch; ++s) {
-                const Status st = visit_elementary(
-                    ins.op, [&](auto rule) { return decltype(rule)::forward(a[s * sa], b[s * sb]).status; });
-                if (st == Status::Ok) continue;
-                if (on_error == OnError::Raise) {
-                    error = {st, ins.op, a[s * sa], b[s * sb], s};
-                    return false;
-                }
-                o[s] = std::numeric_limits<double>::quiet_NaN();
-                failed[s] = 1;
-            }
-        }
+    for (std::size_t s0 = 0; s0 < batch; s0 += kTile) {
+        if (!forward_tile(s0, std::min(kTile, batch - s0), on_error, failed, error)) return false;
     }
     for (std::size_t s = 0; s < failed.size(); ++s) {
         if (failed[s] != 0) failed_.push_back(s);
@@ -539,7 +561,7 @@ void Tape::backward_batch_per_sample(const double* seed, const std::vector<NodeI
         source[j] = k < num_shared_ ? shared_rows_.data() + k * batch_
                                     : row(grads_, static_cast<std::uint32_t>(k - num_shared_));
     }
-    struct PerSample {  // grad_of() means rows only while the sweep runs, even if it throws
+    struct PerSample {  // shared grads are rows only while the sweep runs, even if it throws
         bool& flag;
         explicit PerSample(bool& f) : flag(f) { flag = true; }
         ~PerSample() { flag = false; }
@@ -557,88 +579,139 @@ void Tape::backward_batch_per_sample(const double* seed, const std::vector<NodeI
 
 void Tape::sweep_back(const double* seed) {
     const std::size_t batch = batch_;
-    std::fill(grads_.begin(), grads_.end(), 0.0);
     std::fill(shared_grads_.begin(), shared_grads_.end(), 0.0);
-    const SharedReduce reduce{failed_.data(), failed_.size(), per_sample_};
+    lanes_.assign(4 * (operands_.size() + 2 * program_.size()), 0.0);
     const std::size_t n_roots = roots_.size();
-    for (std::size_t k = 0; k < n_roots; ++k) {
-        double* g = grad_of(root_operand_[k]);
-        const bool scalar = (root_operand_[k] & kShared) != 0 && !per_sample_;
-        for (std::size_t s = 0; s < batch; ++s) {
-            if (scalar && std::binary_search(failed_.begin(), failed_.end(), s)) continue;
-            g[scalar ? 0 : s] += seed != nullptr ? seed[s * n_roots + k] : 1.0;
+    if (!per_sample_) {  // a shared root's grad is one scalar: its seeds first, as the sweep adds after
+        for (std::size_t k = 0; k < n_roots; ++k) {
+            if ((root_operand_[k] & kShared) == 0) continue;
+            double& g = shared_grads_[root_operand_[k] & ~kShared];
+            for (std::size_t s = 0; s < batch; ++s) {
+                if (std::binary_search(failed_.begin(), failed_.end(), s)) continue;
+                g += seed != nullptr ? seed[s * n_roots + k] : 1.0;
+            }
         }
     }
+    for (std::size_t s0 = 0; s0 < batch; s0 += kTile) back_tile(seed, s0, std::min(kTile, batch - s0));
+    if (per_sample_) return;
+    // Each shared operand's lanes into its leaf's grad, in the order the untiled sweep added them:
+    // instructions last to first, operands in the order their rule gives them.
+    const std::size_t elementary_slots = operands_.size();
+    for (std::size_t i = program_.size(); i-- > 0;) {
+        const Instruction& ins = program_[i];
+        const std::uint32_t* c = operands_.data() + ins.a;
+        const auto add = [&](std::uint32_t operand, std::size_t slot) {
+            if ((operand & kShared) != 0) shared_grads_[operand & ~kShared] += lane_total(&lanes_[4 * slot]);
+        };
+        if (ins.op == Op::Dot) {
+            const std::uint32_t k = ins.b / 2;
+            for (std::uint32_t t = 0; t < k; ++t) {
+                add(c[t], ins.a + t);
+                add(c[k + t], ins.a + k + t);
+            }
+        } else if (is_nary(ins.op)) {
+            for (std::uint32_t t = 0; t < ins.b; ++t) add(c[t], ins.a + t);
+        } else {
+            add(ins.a, elementary_slots + 2 * i);
+            const std::size_t reduced = visit_elementary(ins.op, [](auto rule) {
+                return std::size_t{differentiable_inputs<decltype(rule)>()};
+            });
+            if (reduced == 2) add(ins.b, elementary_slots + 2 * i + 1);
+        }
+    }
+}
 
+// The sweep for the samples s0 .. s0 + n - 1: their slice of every row of grads, zeroed and seeded,
+// then every instruction last to first. Shared operands' gradients go to their lanes (or rows).
+void Tape::back_tile(const double* seed, std::size_t s0, std::size_t n) {
+    const std::size_t batch = batch_;
+    const std::size_t n_rows = std::size_t{zero_row_} + 1;
+    for (std::size_t r = 0; r < n_rows; ++r) std::fill_n(row(grads_, static_cast<std::uint32_t>(r)) + s0, n, 0.0);
+    const std::size_t n_roots = roots_.size();
+    for (std::size_t k = 0; k < n_roots; ++k) {
+        const std::uint32_t r = root_operand_[k];
+        if ((r & kShared) != 0 && !per_sample_) continue;  // seeded in sweep_back
+        double* g = (r & kShared) != 0 ? shared_rows_.data() + (r & ~kShared) * batch + s0 : row(grads_, r) + s0;
+        for (std::size_t j = 0; j < n; ++j) g[j] += seed != nullptr ? seed[(s0 + j) * n_roots + k] : 1.0;
+    }
+    const SharedReduce reduce{failed_.data(), failed_.size(), per_sample_, s0, batch / 4 * 4};
+    const std::size_t elementary_slots = operands_.size();
+    const auto value_at = [&](std::uint32_t operand) -> const double* {
+        return (operand & kShared) != 0 ? &shared_values_[operand & ~kShared] : row(values_, operand) + s0;
+    };
+    // Where an operand's gradient goes: its row of grads, or, shared, its row of per-sample grads or
+    // the lanes of this operand slot.
+    const auto grad_at = [&](std::uint32_t operand, std::size_t slot) -> double* {
+        if ((operand & kShared) == 0) return row(grads_, operand) + s0;
+        if (per_sample_) return shared_rows_.data() + (operand & ~kShared) * batch + s0;
+        return &lanes_[4 * slot];
+    };
     // Two scratch rows for shared operands' per-sample gradients (an op has at most two operands).
     double* scratch_a = scratch_.data();
-    double* scratch_b = scratch_.data() + batch;
-    for (auto it = program_.rbegin(); it != program_.rend(); ++it) {
-        const Instruction& ins = *it;
-        const double* go = row(grads_, ins.out);
+    double* scratch_b = scratch_.data() + std::min(kTile, batch);
+    for (std::size_t i = program_.size(); i-- > 0;) {
+        const Instruction& ins = program_[i];
+        const double* go = row(grads_, ins.out) + s0;
+        const std::uint32_t* c = operands_.data() + ins.a;
         if (ins.op == Op::Sum) {
-            const std::uint32_t* c = operands_.data() + ins.a;
             for (std::uint32_t k = 0; k < ins.b; ++k) {
+                double* g = grad_at(c[k], ins.a + k);
                 if ((c[k] & kShared) != 0) {
-                    std::copy_n(go, batch, scratch_a);
-                    reduce.into(grad_of(c[k]), scratch_a, batch);
+                    std::copy_n(go, n, scratch_a);
+                    reduce.into(g, scratch_a, n);
                 } else {
-                    double* g = grad_of(c[k]);
-                    for (std::size_t s = 0; s < batch; ++s) g[s] += rules::Sum::vjp(go[s]);
+                    for (std::size_t s = 0; s < n; ++s) g[s] += rules::Sum::vjp(go[s]);
                 }
             }
             continue;
         }
         if (ins.op == Op::LogSumExp) {
-            const std::uint32_t* c = operands_.data() + ins.a;
-            const double* o = row(values_, ins.out);
+            const double* o = row(values_, ins.out) + s0;
             for (std::uint32_t k = 0; k < ins.b; ++k) {
-                const bool shared = (c[k] & kShared) != 0;
-                const double* x = value_of(c[k]);
-                if (shared) {
-                    for (std::size_t s = 0; s < batch; ++s) scratch_a[s] = rules::LogSumExp::vjp(go[s], x[0], o[s]);
-                    reduce.into(grad_of(c[k]), scratch_a, batch);
+                const double* x = value_at(c[k]);
+                double* g = grad_at(c[k], ins.a + k);
+                if ((c[k] & kShared) != 0) {
+                    for (std::size_t s = 0; s < n; ++s) scratch_a[s] = rules::LogSumExp::vjp(go[s], x[0], o[s]);
+                    reduce.into(g, scratch_a, n);
                 } else {
-                    double* g = grad_of(c[k]);
-                    for (std::size_t s = 0; s < batch; ++s) g[s] += rules::LogSumExp::vjp(go[s], x[s], o[s]);
+                    for (std::size_t s = 0; s < n; ++s) g[s] += rules::LogSumExp::vjp(go[s], x[s], o[s]);
                 }
             }
             continue;
         }
         if (ins.op == Op::Dot) {
-            const std::uint32_t* c = operands_.data() + ins.a;
-            const std::uint32_t n = ins.b / 2;
-            const bool finite = all_finite(go, batch);
-            if (finite && !per_sample_ && failed_.empty() && scaled_rows(c, n)) {
-                dot_lanes_.resize(4 * std::size_t{n});
+            const std::uint32_t k = ins.b / 2;
+            const bool finite = all_finite(go, n);
+            if (finite && !per_sample_ && failed_.empty() && scaled_rows(c, k, s0, ins.a)) {
                 kernels::scaled_row_sum_backward(go, dot_coef_.data(), dot_rows_.data(), dot_row_grads_.data(),
-                                        dot_coef_grads_.data(), dot_lanes_.data(), n, batch);
+                                                 dot_coef_lanes_.data(), k, n, s0, batch / 4 * 4);
                 continue;
             }
-            for (std::uint32_t k = 0; k < n; ++k) {
-                const std::uint32_t wk = c[k];
-                const std::uint32_t xk = c[n + k];
-                const double* w = value_of(wk);
-                double* gw = grad_of(wk);
-                with_kinds((wk & kShared) != 0, (xk & kShared) != 0, [&](auto ws, auto xs) {
+            for (std::uint32_t t = 0; t < k; ++t) {
+                const std::uint32_t wt = c[t];
+                const std::uint32_t xt = c[k + t];
+                with_kinds((wt & kShared) != 0, (xt & kShared) != 0, [&](auto ws, auto xs) {
                     constexpr bool WS = decltype(ws)::value;
                     constexpr bool XS = decltype(xs)::value;
-                    dot_backward<WS, XS>(go, finite, In<WS>{w}, In<XS>{value_of(xk)}, GradOut<WS>{gw, scratch_a, &reduce},
-                                         GradOut<XS>{grad_of(xk), scratch_b, &reduce}, batch);
+                    dot_backward<WS, XS>(go, finite, In<WS>{value_at(wt)}, In<XS>{value_at(xt)},
+                                         GradOut<WS>{grad_at(wt, ins.a + t), scratch_a, &reduce},
+                                         GradOut<XS>{grad_at(xt, ins.a + k + t), scratch_b, &reduce}, n);
                 });
             }
             continue;
         }
-        const double* a = value_of(ins.a);
-        const double* b = value_of(ins.b);
-        const double* o = row(values_, ins.out);
+        const double* a = value_at(ins.a);
+        const double* b = value_at(ins.b);
+        const double* o = row(values_, ins.out) + s0;
+        double* ga = grad_at(ins.a, elementary_slots + 2 * i);
+        double* gb = grad_at(ins.b, elementary_slots + 2 * i + 1);
         with_kinds((ins.a & kShared) != 0, (ins.b & kShared) != 0, [&](auto as, auto bs) {
             constexpr bool AS = decltype(as)::value;
             constexpr bool BS = decltype(bs)::value;
             visit_elementary(ins.op, [&](auto rule) {
                 backward_rows<decltype(rule), AS, BS>(o, go, In<AS>{a}, In<BS>{b},
-                                                      GradOut<AS>{grad_of(ins.a), scratch_a, &reduce},
-                                                      GradOut<BS>{grad_of(ins.b), scratch_b, &reduce}, batch);
+                                                      GradOut<AS>{ga, scratch_a, &reduce},
+                                                      GradOut<BS>{gb, scratch_b, &reduce}, n);
             });
         });
     }

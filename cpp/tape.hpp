@@ -136,16 +136,17 @@ class Tape {
     double* value_of(std::uint32_t operand) {
         return (operand & kShared) != 0 ? &shared_values_[operand & ~kShared] : row(values_, operand);
     }
-    // A shared operand's gradient: its one scalar, or in a per-sample sweep its own row.
-    double* grad_of(std::uint32_t operand) {
-        if ((operand & kShared) == 0) return row(grads_, operand);
-        const std::size_t k = operand & ~kShared;
-        return per_sample_ ? shared_rows_.data() + k * batch_ : &shared_grads_[k];
-    }
-    void sweep_back(const double* seed);  // backward_batch's sweep, into grads_ and grad_of()
-    // True when every term of the dot with operands c (n terms) is a shared leaf times a row; then
-    // dot_coef_ ... dot_row_grads_ hold the leaves' values, the rows and their grads, term by term.
-    bool scaled_rows(const std::uint32_t* c, std::uint32_t n);
+    // Batched replay runs the program over tiles of kTile samples, so that a tile's rows stay in
+    // cache from one instruction to the next (a multiple of 16, the kernels' block).
+    static constexpr std::size_t kTile = 256;
+    bool forward_tile(std::size_t s0, std::size_t n, OnError on_error, std::vector<char>& failed,
+                      ReplayError& error);
+    void sweep_back(const double* seed);  // backward_batch's sweep, tile by tile
+    void back_tile(const double* seed, std::size_t s0, std::size_t n);
+    // True when every term of the dot with operands c (n terms, their lane slots from first_slot)
+    // is a shared leaf times a row; then dot_coef_ ... dot_row_grads_ hold, term by term, the
+    // leaf's value and lanes and the row's values and grads from sample s0 on.
+    bool scaled_rows(const std::uint32_t* c, std::uint32_t n, std::size_t s0, std::size_t first_slot);
 
     Arena& arena_;
     std::vector<NodeId> roots_;
@@ -171,9 +172,11 @@ class Tape {
     std::vector<char> active_;     // per row: does it depend on a seeded input?
     std::vector<double> dot_coef_;             // scaled_rows(): each term's shared value
     std::vector<const double*> dot_rows_;      // scaled_rows(): each term's row
-    std::vector<double*> dot_coef_grads_;      // scaled_rows(): where each term's shared grad goes
+    std::vector<double*> dot_coef_lanes_;      // scaled_rows(): each term's shared grad's lanes
     std::vector<double*> dot_row_grads_;       // scaled_rows(): each term's row of grads
-    std::vector<double> dot_lanes_;            // scaled_row_sum_backward's partial sums
+    // Four lanes per operand slot (each n-ary operand, two per elementary instruction): a shared
+    // operand's gradient summed over the samples, tile after tile, in a fixed order.
+    std::vector<double> lanes_;
     std::vector<double> shared_rows_;     // per-sample sweep: a row of gradients per shared leaf
     std::vector<std::size_t> failed_;     // samples that failed in the last forward_batch
     bool per_sample_ = false;             // is the running backward sweep per sample?

@@ -208,10 +208,11 @@ def _lane_sum(values: np.ndarray) -> float:
     return (lanes[0] + lanes[1]) + (lanes[2] + lanes[3])
 
 
-@pytest.mark.parametrize("n", [1, 3, 4, 15, 16, 17, 19, 32, 35, 67])
+@pytest.mark.parametrize("n", [1, 3, 4, 15, 16, 17, 19, 32, 35, 67, 256, 257, 530, 1003])
 def test_a_layers_parameter_gradients_are_lane_sums_of_the_per_sample_ones(n: int) -> None:
     """Each weight of a neuron is used once per sample, so its summed gradient is the fixed-order sum of its
-    per-sample gradients, which hold each sample's bits: whatever kernel runs the layer must keep both."""
+    per-sample gradients, which hold each sample's bits: whatever kernel runs the layer, and however the batch
+    is cut into tiles (256 samples), both must be kept."""
     random.seed(n)
     model = ag.nn.MLP(3, [7, 5, 1], activation="tanh")
     x = [ag.Value(0.0) for _ in range(3)]
@@ -265,3 +266,23 @@ def test_the_simd_target_does_not_change_the_bits() -> None:
         has_avx2 = " avx2" in cpuinfo.read_text()
         assert runs["default"][0] == ("avx2" if has_avx2 else "baseline")
     assert runs["default"][1] == runs["baseline"][1]
+
+
+def test_errors_across_tiles_name_the_first_failing_sample_and_nan_marks_each() -> None:
+    x = ag.Value(1.0)
+    w = ag.Value(0.5)
+    tape = ag.Tape((x * w).log() + x, [x])  # w read once: its grad is the lane sum of its per-sample grads
+    xs = np.linspace(1.0, 2.0, 700)[:, None].copy()
+    bad = [300, 301, 555, 699]
+    xs[bad] = -1.0
+    with pytest.raises(ValueError, match="while replaying sample 300: math domain error"):
+        tape.forward_batch(xs)
+    out = tape.forward_batch(xs, errors="nan")
+    assert tape.failed.tolist() == bad and np.isnan(out[bad]).all()
+    good = np.setdiff1d(np.arange(700), bad)
+    np.testing.assert_array_equal(out[good], [math.log(v * 0.5) + v for v in xs[good, 0]])
+    per_sample = tape.backward_batch(reduce="none", params=[w])[:, 0]
+    assert np.isnan(per_sample[bad]).all()
+    w.grad = 0.0
+    tape.backward_batch()
+    assert w.grad == _lane_sum(np.where(np.isnan(per_sample), 0.0, per_sample))
