@@ -551,15 +551,18 @@ void Tape::backward_batch(const double* seed, double* input_grads) {
 
 void Tape::backward_batch_per_sample(const double* seed, const std::vector<NodeId>& params, double* out) {
     if (!have_batch_forward_) throw std::logic_error("backward_batch needs a successful forward_batch first");
-    // Where each param's gradients are: a shared leaf's row, an input's row, or nowhere (0).
-    std::vector<const double*> source(params.size(), nullptr);
+    // Where each param's gradients will be: a shared leaf's row of per-sample grads, the row of an
+    // input or of a node of the graph (its grads are the sweep's), or nowhere (0).
     shared_rows_.assign(num_shared_ * batch_, 0.0);
+    std::unordered_map<NodeId, const double*> where;
+    for (std::size_t k = 0; k < num_shared_; ++k) where.emplace(leaves_[k], shared_rows_.data() + k * batch_);
+    for (std::size_t r = 0; r < row_node_.size(); ++r) {
+        where.emplace(row_node_[r], row(grads_, static_cast<std::uint32_t>(r)));
+    }
+    std::vector<const double*> source(params.size(), nullptr);
     for (std::size_t j = 0; j < params.size(); ++j) {
-        const auto leaf = std::find(leaves_.begin(), leaves_.end(), params[j]);
-        if (leaf == leaves_.end()) continue;
-        const auto k = static_cast<std::size_t>(leaf - leaves_.begin());
-        source[j] = k < num_shared_ ? shared_rows_.data() + k * batch_
-                                    : row(grads_, static_cast<std::uint32_t>(k - num_shared_));
+        const auto it = where.find(params[j]);
+        if (it != where.end()) source[j] = it->second;
     }
     struct PerSample {  // shared grads are rows only while the sweep runs, even if it throws
         bool& flag;

@@ -99,13 +99,16 @@ class Tape {
     void backward_batch(const double* seed, double* input_grads);
     // Per-sample gradients instead of their sum (DP-SGD, influence functions): out receives batch
     // rows of params.size(), d(sum_k seed[s,k] * roots[k] of sample s)/d(params[j]); the arena's
-    // grads are left alone. A param may be a shared leaf, an input, or absent from the graph (0).
+    // grads are left alone. A param may be a shared leaf, an input, a node of the graph (its grad,
+    // as backward() leaves it), or absent from the graph (0).
     // Rows of failed samples are NaN.
     void backward_batch_per_sample(const double* seed, const std::vector<NodeId>& params, double* out);
     // Forward mode for every sample at once, after forward_batch: tangents holds one direction per
     // sample (batch rows of inputs().size()), out receives batch rows of roots().size(). With every
     // sample at the same point and the tangents the identity, that is the Jacobian in one call.
-    // Rows of samples that failed in forward_batch are NaN.
+    // Rows of samples that failed in forward_batch are NaN. Symbolic zeros are per input column: an
+    // input with zero tangents in every row is inactive; in a column with some nonzero tangents a
+    // zero tangent is a number (0 * inf is NaN), so a row may differ from that sample's jvp().
     void jvp_batch(const double* tangents, double* out);
     // The batch of values of a node of the graph after forward_batch (batch values), or null
     // when the node is not in the graph.

@@ -5,6 +5,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -297,7 +298,8 @@ are exact on every replay.
             "batch-summed grads of the shared leaves (parameters) into their .grad and returns "
             "d(root)/d(inputs), shape (batch, inputs). With reduce='none', .grad is left alone and the "
             "result is the per-sample gradients of `params` instead, shape (batch, len(params)): row s is "
-            "what backward() of sample s alone gives each param (0 for a param the graph does not read). "
+            "what backward() of sample s alone gives each param (a leaf or a node of the graph; 0 for a Value "
+            "the graph does not read). "
             "Samples that failed in forward_batch(errors='nan') add nothing to .grad; their rows are NaN.")
         .def(
             "jvp_batch",
@@ -339,7 +341,11 @@ are exact on every replay.
                     throw py::value_error("no batch values: the Value is not part of the recorded graph, or the "
                                           "last forward_batch() failed");
                 }
-                return copy_row(row, tape.batch());
+                Array values = copy_row(row, tape.batch());
+                for (const std::size_t s : tape.failed()) {  // as forward_batch returns them
+                    values.mutable_data()[s] = std::numeric_limits<double>::quiet_NaN();
+                }
+                return values;
             },
             py::arg("value"), "The values a node of the graph took for each sample of the last forward_batch().")
         .def_property_readonly("root", [](const BoundTape& tape) { return value_handle(tape.root()); },

@@ -286,3 +286,45 @@ def test_errors_across_tiles_name_the_first_failing_sample_and_nan_marks_each() 
     w.grad = 0.0
     tape.backward_batch()
     assert w.grad == _lane_sum(np.where(np.isnan(per_sample), 0.0, per_sample))
+
+
+def test_per_sample_gradients_of_nodes_and_batch_values_of_failed_samples() -> None:
+    w, x = ag.Value(0.7), ag.Value(0.0)
+    h = w * x
+    y = h.tanh() * w
+    tape = ag.Tape(y, [x])
+    tape.forward_batch([[0.5], [1.5]])
+    got = tape.backward_batch(reduce="none", params=[w, h, y])
+    for s, v in enumerate((0.5, 1.5)):
+        wv, xv = ag.Value(0.7), ag.Value(v)
+        hv = wv * xv
+        yv = hv.tanh() * wv
+        yv.backward()
+        np.testing.assert_array_equal(got[s], [wv.grad, hv.grad, yv.grad])
+    a = ag.Value(1.0)
+    r = a.log() ** 0 * a  # nan ** 0 is 1: the failure must still show downstream
+    t = ag.Tape(r, [a])
+    out = t.forward_batch([[-1.0], [2.0]], errors="nan")
+    assert np.isnan(out[0]) and out[1] == 2.0 and t.failed.tolist() == [0]
+    batch = t.batch_values(r)
+    assert np.isnan(batch[0]) and batch[1] == 2.0
+
+
+def test_concurrent_calls_keep_their_own_number_arguments() -> None:
+    import threading
+
+    f = ag.vectorize(lambda x, k: x * k)
+    x = np.arange(50.0)
+    wrong = []
+
+    def run(k: float) -> None:
+        for _ in range(300):
+            if not np.array_equal(f(x, k), x * k):
+                wrong.append(k)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in (1.0, 2.0)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wrong == []

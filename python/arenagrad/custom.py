@@ -87,14 +87,23 @@ class CustomOp:
             raise TypeError(f"custom_op needs a function, not {_describe(fn)}")
         if graph_partials is not None and not callable(graph_partials):
             raise TypeError(f"graph_partials must be a function of Values, not {_describe(graph_partials)}")
-        self.fn = fn
-        self.graph_partials = graph_partials
+        self._fn = fn
+        self._graph_partials = graph_partials
         self.name = name if name is not None else getattr(fn, "__name__", "custom")
         # The native function holds partials over fn, never bound methods: a bound method would make
         # self -> native -> method -> self, a cycle through a pybind11 object the collector cannot see.
         self._evaluate = functools.partial(_evaluate, fn, self.name)
         record = None if graph_partials is None else functools.partial(_record, graph_partials, self.name)
         self._native = _core._CustomFunction(self._evaluate, record, self.name)
+
+    # Read-only: the native function holds them, so rebinding them here could not take effect.
+    @property
+    def fn(self) -> Callable[..., tuple[float, Sequence[float]]]:
+        return self._fn
+
+    @property
+    def graph_partials(self) -> Callable[..., Sequence[Value]] | None:
+        return self._graph_partials
 
     def __repr__(self) -> str:
         return f"custom_op({self.name})"

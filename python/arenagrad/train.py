@@ -285,7 +285,7 @@ class _ReplayedObjective:
     def __init__(self, model: MLP, loss: str, alpha: float, engine: ModuleType) -> None:
         x = [engine.Value(0.0), engine.Value(0.0)]
         label = engine.Value(1.0)
-        self.score = model(x)
+        self.score: Any = cast(Any, model(x))  # the MLP has one output: a Value
         if loss == "hinge":
             term = (1.0 - label * self.score).relu()
         else:

@@ -3,8 +3,10 @@
 ``vectorize(f)`` records ``f`` once (per signature, like a ``Tape``) and replays the recording for
 every sample of its array arguments in one batched pass, so the per-sample work is native code and
 no Python runs per sample. The recording is exact for straight-line code; a Python ``if`` on a
-value's ``.data`` was decided once, for the first sample of the first call, as for any ``Tape``.
-Ops whose derivative depends on the data (``relu``, ``abs``) are re-evaluated per sample.
+value's ``.data`` (a number argument's included) was decided once, at the sample the recording was
+made at (the first sample of the first call; with ``errors="nan"``, the first one ``f`` does not
+fail on), as for any ``Tape``. Ops whose derivative depends on the data (``relu``, ``abs``) are
+re-evaluated per sample. Calls from several threads take turns.
 
 Values that ``f`` reads but does not take as arguments (a model's parameters) are shared by every
 sample and read at each call, so parameter updates are seen.
@@ -12,6 +14,7 @@ sample and read at each call, so parameter updates are seen.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from numbers import Real
 from typing import Any, Literal, Union
@@ -117,6 +120,11 @@ class _Recording:
         return block
 
 
+def _add_note(error: BaseException, note: str) -> None:
+    if hasattr(error, "add_note"):  # Python 3.11+
+        error.add_note(note)
+
+
 class Vectorized:
     """The result of ``vectorize(f)``: call it with numbers and numpy arrays."""
 
@@ -125,6 +133,9 @@ class Vectorized:
         self.errors: Errors = errors
         self.failed: npt.NDArray[np.int64] = np.empty(0, dtype=np.int64)
         self._recordings: dict[tuple[_Kind, ...], _Recording] = {}
+        # One call at a time: a call writes its number arguments into the recording's shared leaves
+        # and replays in the tape's own buffers.
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"vectorize({getattr(self.f, '__name__', self.f)!r})"
@@ -132,7 +143,8 @@ class Vectorized:
     def tape(self, *args: Any) -> Tape:
         """The Tape recorded for these arguments' signature (recording it if need be)."""
         kinds, arrays, n = self._signature(args)
-        return self._recording(kinds, arrays, n).tape
+        with self._lock:
+            return self._recording(kinds, arrays, n).tape
 
     def _signature(
         self, args: tuple[Any, ...]
@@ -168,21 +180,23 @@ class Vectorized:
             except (ArithmeticError, ValueError) as e:
                 if first_error is None:
                     first_error = e
-                    e.add_note(f"(raised while recording {self!r} at sample {s})")
+                    _add_note(e, f"(raised while recording {self!r} at sample {s})")
         assert first_error is not None
         if tries > 1:
-            first_error.add_note(f"(each of the first {tries} samples failed, so none could be recorded)")
+            _add_note(first_error, f"(each of the first {tries} samples failed, so none could be recorded)")
         raise first_error
 
     def __call__(self, *args: Any) -> Any:
         kinds, arrays, n = self._signature(args)
-        rec = self._recording(kinds, arrays, n)
-        for i, leaf in rec.scalars:
-            leaf.data = float(arrays[i])
         columns = [a[:, None] if k == "row" else a for k, a in zip(kinds, arrays) if k != "scalar"]
         x = np.ascontiguousarray(np.hstack(columns)) if columns else np.empty((n, 0))
-        out = rec.tape.forward_batch(x, errors=self.errors)
-        self.failed = rec.tape.failed
+        with self._lock:
+            self.failed = np.empty(0, dtype=np.int64)
+            rec = self._recording(kinds, arrays, n)
+            for i, leaf in rec.scalars:
+                leaf.data = float(arrays[i])
+            out = rec.tape.forward_batch(x, errors=self.errors)
+            self.failed = rec.tape.failed
         return rec.unpack(out, rec.layout, squeeze=all(k == "scalar" for k in kinds))
 
 
