@@ -1,9 +1,15 @@
 #include "tape.hpp"
 
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <limits>
+#include <mutex>
 #include <stdexcept>
+#include <string>
+#include <thread>
 #include <type_traits>
 #include <unordered_map>
 #include <unordered_set>
@@ -359,6 +365,7 @@ void Tape::compile() {
 
     std::vector<Instruction> program;
     std::vector<std::uint32_t> operands;
+    std::size_t max_dot_terms = 0;
     for (std::size_t r = n_in; r < row_node.size(); ++r) {
         const NodeId n = row_node[r];
         const Op op = arena_.op(n);
@@ -367,6 +374,7 @@ void Tape::compile() {
             const std::uint32_t count = arena_.num_children(n);
             for (std::uint32_t i = 0; i < count; ++i) operands.push_back(operand.at(arena_.child(n, i)));
             program.push_back({op, static_cast<std::uint32_t>(r), offset, count});
+            if (op == Op::Dot) max_dot_terms = std::max<std::size_t>(max_dot_terms, count / 2);
         } else {
             const std::uint32_t b = arity(op) == 2 ? operand.at(arena_.child(n, 1)) : zero_row;
             program.push_back({op, static_cast<std::uint32_t>(r), operand.at(arena_.child(n, 0)), b});
@@ -379,29 +387,85 @@ void Tape::compile() {
     operands_.swap(operands);
     root_operand_.swap(root_operand);
     zero_row_ = zero_row;
+    max_dot_terms_ = max_dot_terms;
 }
 
-bool Tape::scaled_rows(const std::uint32_t* c, std::uint32_t n, std::size_t s0, std::size_t first_slot) {
-    dot_coef_.clear();
-    dot_rows_.clear();
-    dot_coef_lanes_.clear();
-    dot_row_grads_.clear();
+bool Tape::scaled_rows(Workspace& ws, double* lanes, const std::uint32_t* c, std::uint32_t n, std::size_t s0,
+                       std::size_t first_slot) {
+    ws.dot_coef.clear();
+    ws.dot_rows.clear();
+    ws.dot_coef_lanes.clear();
+    ws.dot_row_grads.clear();
     for (std::uint32_t k = 0; k < n; ++k) {
         const bool w_shared = (c[k] & kShared) != 0;
         if (w_shared == ((c[n + k] & kShared) != 0)) return false;
         const std::uint32_t coef = w_shared ? c[k] : c[n + k];
         const std::uint32_t r = w_shared ? c[n + k] : c[k];
-        dot_coef_.push_back(shared_values_[coef & ~kShared]);
-        dot_rows_.push_back(row(values_, r) + s0);
-        dot_coef_lanes_.push_back(lanes_.data() + 4 * (first_slot + (w_shared ? k : n + k)));
-        dot_row_grads_.push_back(row(grads_, r) + s0);
+        ws.dot_coef.push_back(shared_values_[coef & ~kShared]);
+        ws.dot_rows.push_back(row(values_, r) + s0);
+        ws.dot_coef_lanes.push_back(lanes == nullptr ? nullptr : lanes + 4 * (first_slot + (w_shared ? k : n + k)));
+        ws.dot_row_grads.push_back(row(grads_, r) + s0);
     }
     return true;
 }
 
+// How many threads batched replay may use: ARENAGRAD_NUM_THREADS if set (at least 1), else the
+// cores this process may run on.
+std::size_t num_threads() {
+    if (const char* text = std::getenv("ARENAGRAD_NUM_THREADS")) {
+        char* end = nullptr;
+        const unsigned long n = std::strtoul(text, &end, 10);
+        if (end != text && *end == '\0' && n >= 1) return std::min<std::size_t>(n, 256);
+    }
+    return std::max(1u, std::thread::hardware_concurrency());
+}
+
+template <class F>
+void Tape::run_chunks(std::size_t n_chunks, F&& f) {
+    const std::size_t threads = std::min(num_threads(), n_chunks);
+    if (workspaces_.size() < threads) workspaces_.resize(threads);
+    for (std::size_t t = 0; t < threads; ++t) {  // every allocation happens here, before any thread
+        Workspace& ws = workspaces_[t];
+        ws.scratch.resize(2 * kTile);
+        ws.dot_coef.reserve(max_dot_terms_);
+        ws.dot_rows.reserve(max_dot_terms_);
+        ws.dot_coef_lanes.reserve(max_dot_terms_);
+        ws.dot_row_grads.reserve(max_dot_terms_);
+    }
+    if (threads <= 1) {
+        for (std::size_t c = 0; c < n_chunks; ++c) f(c, workspaces_[0]);
+        return;
+    }
+    // Chunks go to whichever thread is free; each writes only its own samples' rows and its own
+    // chunk's lanes, so the results do not depend on which thread ran which chunk.
+    std::atomic<std::size_t> next{0};
+    std::mutex failure_lock;
+    std::exception_ptr failure;
+    const auto work = [&](Workspace& ws) {
+        try {
+            for (std::size_t c = next++; c < n_chunks; c = next++) f(c, ws);
+        } catch (...) {
+            const std::lock_guard<std::mutex> hold(failure_lock);
+            if (!failure) failure = std::current_exception();
+        }
+    };
+    std::vector<std::thread> helpers;
+    helpers.reserve(threads - 1);
+    for (std::size_t t = 1; t < threads; ++t) {
+        try {
+            helpers.emplace_back(work, std::ref(workspaces_[t]));
+        } catch (const std::system_error&) {
+            break;  // no more threads to be had: the ones running share the chunks
+        }
+    }
+    work(workspaces_[0]);
+    for (std::thread& h : helpers) h.join();
+    if (failure) std::rethrow_exception(failure);
+}
+
 // Every instruction for the samples s0 .. s0 + n - 1: a tile small enough that its rows stay in
 // cache from one instruction to the next.
-bool Tape::forward_tile(std::size_t s0, std::size_t n, OnError on_error, std::vector<char>& failed,
+bool Tape::forward_tile(Workspace& ws, std::size_t s0, std::size_t n, OnError on_error, std::vector<char>& failed,
                         ReplayError& error) {
     const auto value_at = [&](std::uint32_t operand) -> const double* {
         return (operand & kShared) != 0 ? &shared_values_[operand & ~kShared] : row(values_, operand) + s0;
@@ -433,16 +497,16 @@ bool Tape::forward_tile(std::size_t s0, std::size_t n, OnError on_error, std::ve
         if (ins.op == Op::Dot) {
             const std::uint32_t* c = operands_.data() + ins.a;
             const std::uint32_t k = ins.b / 2;
-            if (scaled_rows(c, k, s0, ins.a)) {
-                kernels::scaled_row_sum(o, dot_coef_.data(), dot_rows_.data(), k, n);
+            if (scaled_rows(ws, nullptr, c, k, s0, ins.a)) {
+                kernels::scaled_row_sum(o, ws.dot_coef.data(), ws.dot_rows.data(), k, n);
                 continue;
             }
             std::fill_n(o, n, 0.0);
             for (std::uint32_t t = 0; t < k; ++t) {
                 const double* w = value_at(c[t]);
                 const double* v = value_at(c[k + t]);
-                with_kinds((c[t] & kShared) != 0, (c[k + t] & kShared) != 0, [&](auto ws, auto vs) {
-                    dot_forward<decltype(ws)::value, decltype(vs)::value>(o, {w}, {v}, n);
+                with_kinds((c[t] & kShared) != 0, (c[k + t] & kShared) != 0, [&](auto w_kind, auto v_kind) {
+                    dot_forward<decltype(w_kind)::value, decltype(v_kind)::value>(o, {w}, {v}, n);
                 });
             }
             continue;
@@ -460,7 +524,6 @@ bool Tape::forward_tile(std::size_t s0, std::size_t n, OnError on_error, std::ve
         if (!ok) {
             const std::size_t sa = (ins.a & kShared) != 0 ? 0 : 1;
             const std::size_t sb = (ins.b & kShared) != 0 ? 0 : 1;
-            if (on_error == OnError::Nan && failed.empty()) failed.assign(batch_, 0);
             for (std::size_t s = 0; s < n; ++s) {
                 const Status st = visit_elementary(
                     ins.op, [&](auto rule) { return decltype(rule)::forward(a[s * sa], b[s * sb]).status; });
@@ -497,12 +560,10 @@ bool Tape::forward_batch(const double* x, std::size_t batch, double* out, Replay
         std::vector<double> grads(rows * batch, 0.0);
         std::vector<double> shared_values(num_shared_, 0.0);
         std::vector<double> shared_grads(num_shared_, 0.0);
-        std::vector<double> scratch(2 * batch, 0.0);
         values_.swap(values);
         grads_.swap(grads);
         shared_values_.swap(shared_values);
         shared_grads_.swap(shared_grads);
-        scratch_.swap(scratch);
         batch_ = batch;
     }
     for (std::size_t k = 0; k < num_shared_; ++k) shared_values_[k] = arena_.value(leaves_[k]);
@@ -512,9 +573,25 @@ bool Tape::forward_batch(const double* x, std::size_t batch, double* out, Replay
         for (std::size_t s = 0; s < batch; ++s) r[s] = x[s * n_in + i];
     }
 
-    std::vector<char> failed;  // per sample, once one has failed (OnError::Nan)
-    for (std::size_t s0 = 0; s0 < batch; s0 += kTile) {
-        if (!forward_tile(s0, std::min(kTile, batch - s0), on_error, failed, error)) return false;
+    std::vector<char> failed(on_error == OnError::Nan ? batch : 0, 0);  // per sample
+    const std::size_t chunk = chunk_size(batch);
+    const std::size_t n_chunks = (batch + chunk - 1) / chunk;
+    std::vector<ReplayError> chunk_error(n_chunks);  // each chunk's first failure (OnError::Raise)
+    std::vector<char> chunk_failed(n_chunks, 0);
+    run_chunks(n_chunks, [&](std::size_t c, Workspace& ws) {
+        const std::size_t end = std::min(batch, (c + 1) * chunk);
+        for (std::size_t s0 = c * chunk; s0 < end; s0 += kTile) {
+            if (!forward_tile(ws, s0, std::min(kTile, end - s0), on_error, failed, chunk_error[c])) {
+                chunk_failed[c] = 1;
+                return;
+            }
+        }
+    });
+    for (std::size_t c = 0; c < n_chunks; ++c) {
+        if (chunk_failed[c] != 0) {  // the earliest chunk's: the same report however many threads ran
+            error = chunk_error[c];
+            return false;
+        }
     }
     for (std::size_t s = 0; s < failed.size(); ++s) {
         if (failed[s] != 0) failed_.push_back(s);
@@ -583,7 +660,10 @@ void Tape::backward_batch_per_sample(const double* seed, const std::vector<NodeI
 void Tape::sweep_back(const double* seed) {
     const std::size_t batch = batch_;
     std::fill(shared_grads_.begin(), shared_grads_.end(), 0.0);
-    lanes_.assign(4 * (operands_.size() + 2 * program_.size()), 0.0);
+    const std::size_t chunk = chunk_size(batch);
+    const std::size_t n_chunks = (batch + chunk - 1) / chunk;
+    const std::size_t chunk_lanes = 4 * num_slots();
+    if (!per_sample_) lanes_.assign(n_chunks * chunk_lanes, 0.0);
     const std::size_t n_roots = roots_.size();
     if (!per_sample_) {  // a shared root's grad is one scalar: its seeds first, as the sweep adds after
         for (std::size_t k = 0; k < n_roots; ++k) {
@@ -595,7 +675,13 @@ void Tape::sweep_back(const double* seed) {
             }
         }
     }
-    for (std::size_t s0 = 0; s0 < batch; s0 += kTile) back_tile(seed, s0, std::min(kTile, batch - s0));
+    run_chunks(n_chunks, [&](std::size_t c, Workspace& ws) {
+        double* lanes = per_sample_ ? nullptr : lanes_.data() + c * chunk_lanes;
+        const std::size_t end = std::min(batch, (c + 1) * chunk);
+        for (std::size_t s0 = c * chunk; s0 < end; s0 += kTile) {
+            back_tile(ws, lanes, seed, s0, std::min(kTile, end - s0));
+        }
+    });
     if (per_sample_) return;
     // Each shared operand's lanes into its leaf's grad, in the order the untiled sweep added them:
     // instructions last to first, operands in the order their rule gives them.
@@ -604,7 +690,12 @@ void Tape::sweep_back(const double* seed) {
         const Instruction& ins = program_[i];
         const std::uint32_t* c = operands_.data() + ins.a;
         const auto add = [&](std::uint32_t operand, std::size_t slot) {
-            if ((operand & kShared) != 0) shared_grads_[operand & ~kShared] += lane_total(&lanes_[4 * slot]);
+            if ((operand & kShared) == 0) return;
+            double total = lane_total(&lanes_[4 * slot]);
+            for (std::size_t later = 1; later < n_chunks; ++later) {
+                total += lane_total(&lanes_[later * chunk_lanes + 4 * slot]);
+            }
+            shared_grads_[operand & ~kShared] += total;
         };
         if (ins.op == Op::Dot) {
             const std::uint32_t k = ins.b / 2;
@@ -626,7 +717,7 @@ void Tape::sweep_back(const double* seed) {
 
 // The sweep for the samples s0 .. s0 + n - 1: their slice of every row of grads, zeroed and seeded,
 // then every instruction last to first. Shared operands' gradients go to their lanes (or rows).
-void Tape::back_tile(const double* seed, std::size_t s0, std::size_t n) {
+void Tape::back_tile(Workspace& ws, double* lanes, const double* seed, std::size_t s0, std::size_t n) {
     const std::size_t batch = batch_;
     const std::size_t n_rows = std::size_t{zero_row_} + 1;
     for (std::size_t r = 0; r < n_rows; ++r) std::fill_n(row(grads_, static_cast<std::uint32_t>(r)) + s0, n, 0.0);
@@ -647,11 +738,11 @@ void Tape::back_tile(const double* seed, std::size_t s0, std::size_t n) {
     const auto grad_at = [&](std::uint32_t operand, std::size_t slot) -> double* {
         if ((operand & kShared) == 0) return row(grads_, operand) + s0;
         if (per_sample_) return shared_rows_.data() + (operand & ~kShared) * batch + s0;
-        return &lanes_[4 * slot];
+        return lanes + 4 * slot;
     };
     // Two scratch rows for shared operands' per-sample gradients (an op has at most two operands).
-    double* scratch_a = scratch_.data();
-    double* scratch_b = scratch_.data() + std::min(kTile, batch);
+    double* scratch_a = ws.scratch.data();
+    double* scratch_b = ws.scratch.data() + kTile;
     for (std::size_t i = program_.size(); i-- > 0;) {
         const Instruction& ins = program_[i];
         const double* go = row(grads_, ins.out) + s0;
@@ -685,17 +776,17 @@ void Tape::back_tile(const double* seed, std::size_t s0, std::size_t n) {
         if (ins.op == Op::Dot) {
             const std::uint32_t k = ins.b / 2;
             const bool finite = all_finite(go, n);
-            if (finite && !per_sample_ && failed_.empty() && scaled_rows(c, k, s0, ins.a)) {
-                kernels::scaled_row_sum_backward(go, dot_coef_.data(), dot_rows_.data(), dot_row_grads_.data(),
-                                                 dot_coef_lanes_.data(), k, n, s0, batch / 4 * 4);
+            if (finite && !per_sample_ && failed_.empty() && scaled_rows(ws, lanes, c, k, s0, ins.a)) {
+                kernels::scaled_row_sum_backward(go, ws.dot_coef.data(), ws.dot_rows.data(), ws.dot_row_grads.data(),
+                                                 ws.dot_coef_lanes.data(), k, n, s0, batch / 4 * 4);
                 continue;
             }
             for (std::uint32_t t = 0; t < k; ++t) {
                 const std::uint32_t wt = c[t];
                 const std::uint32_t xt = c[k + t];
-                with_kinds((wt & kShared) != 0, (xt & kShared) != 0, [&](auto ws, auto xs) {
-                    constexpr bool WS = decltype(ws)::value;
-                    constexpr bool XS = decltype(xs)::value;
+                with_kinds((wt & kShared) != 0, (xt & kShared) != 0, [&](auto w_kind, auto x_kind) {
+                    constexpr bool WS = decltype(w_kind)::value;
+                    constexpr bool XS = decltype(x_kind)::value;
                     dot_backward<WS, XS>(go, finite, In<WS>{value_at(wt)}, In<XS>{value_at(xt)},
                                          GradOut<WS>{grad_at(wt, ins.a + t), scratch_a, &reduce},
                                          GradOut<XS>{grad_at(xt, ins.a + k + t), scratch_b, &reduce}, n);

@@ -17,6 +17,7 @@
 //   by the loops (never broadcast into a row), and its grad is summed over the batch.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -140,16 +141,38 @@ class Tape {
         return (operand & kShared) != 0 ? &shared_values_[operand & ~kShared] : row(values_, operand);
     }
     // Batched replay runs the program over tiles of kTile samples, so that a tile's rows stay in
-    // cache from one instruction to the next (a multiple of 16, the kernels' block).
+    // cache from one instruction to the next (a multiple of 16, the kernels' block), and the tiles
+    // of a chunk one after the other; chunks run on the machine's cores (see run_chunks). A chunk
+    // is 4 tiles, or more for batches above 64 such chunks (at most 64 chunks). A shared leaf's
+    // gradient sums each chunk's samples in four lanes, then the chunks in order: one order for a
+    // given batch, whatever the number of threads.
     static constexpr std::size_t kTile = 256;
-    bool forward_tile(std::size_t s0, std::size_t n, OnError on_error, std::vector<char>& failed,
+    static std::size_t chunk_size(std::size_t batch) {
+        const std::size_t tiles = (batch + kTile - 1) / kTile;
+        return std::max<std::size_t>(4, (tiles + 63) / 64) * kTile;
+    }
+    // What one thread's loops need besides the tape's rows; sized before the threads start, so
+    // that they allocate nothing.
+    struct Workspace {
+        std::vector<double> scratch;             // two rows of kTile: shared operands' gradients
+        std::vector<double> dot_coef;            // scaled_rows(): each term's shared value
+        std::vector<const double*> dot_rows;     // ... each term's row
+        std::vector<double*> dot_coef_lanes;     // ... each term's shared grad's lanes
+        std::vector<double*> dot_row_grads;      // ... each term's row of grads
+    };
+    // Calls f(chunk, workspace) for chunks 0 .. n_chunks - 1, on up to num_threads() threads.
+    template <class F>
+    void run_chunks(std::size_t n_chunks, F&& f);
+    bool forward_tile(Workspace& ws, std::size_t s0, std::size_t n, OnError on_error, std::vector<char>& failed,
                       ReplayError& error);
-    void sweep_back(const double* seed);  // backward_batch's sweep, tile by tile
-    void back_tile(const double* seed, std::size_t s0, std::size_t n);
+    void sweep_back(const double* seed);  // backward_batch's sweep, chunk by chunk
+    void back_tile(Workspace& ws, double* lanes, const double* seed, std::size_t s0, std::size_t n);
+    std::size_t num_slots() const { return operands_.size() + 2 * program_.size(); }
     // True when every term of the dot with operands c (n terms, their lane slots from first_slot)
-    // is a shared leaf times a row; then dot_coef_ ... dot_row_grads_ hold, term by term, the
-    // leaf's value and lanes and the row's values and grads from sample s0 on.
-    bool scaled_rows(const std::uint32_t* c, std::uint32_t n, std::size_t s0, std::size_t first_slot);
+    // is a shared leaf times a row; then ws's dot vectors hold, term by term, the leaf's value and
+    // lanes (in lanes) and the row's values and grads from sample s0 on.
+    bool scaled_rows(Workspace& ws, double* lanes, const std::uint32_t* c, std::uint32_t n, std::size_t s0,
+                     std::size_t first_slot);
 
     Arena& arena_;
     std::vector<NodeId> roots_;
@@ -170,15 +193,12 @@ class Tape {
     std::vector<double> grads_;
     std::vector<double> shared_values_;
     std::vector<double> shared_grads_;
-    std::vector<double> scratch_;  // two rows: shared operands' per-sample gradients
     std::vector<double> tangent_;  // per row: forward-mode tangents (jvp; batch of them for jvp_batch)
     std::vector<char> active_;     // per row: does it depend on a seeded input?
-    std::vector<double> dot_coef_;             // scaled_rows(): each term's shared value
-    std::vector<const double*> dot_rows_;      // scaled_rows(): each term's row
-    std::vector<double*> dot_coef_lanes_;      // scaled_rows(): each term's shared grad's lanes
-    std::vector<double*> dot_row_grads_;       // scaled_rows(): each term's row of grads
-    // Four lanes per operand slot (each n-ary operand, two per elementary instruction): a shared
-    // operand's gradient summed over the samples, tile after tile, in a fixed order.
+    std::vector<Workspace> workspaces_;  // one per thread
+    std::size_t max_dot_terms_ = 0;
+    // Per chunk, four lanes per operand slot (each n-ary operand, two per elementary instruction):
+    // a shared operand's gradient summed over the chunk's samples, tile after tile.
     std::vector<double> lanes_;
     std::vector<double> shared_rows_;     // per-sample sweep: a row of gradients per shared leaf
     std::vector<std::size_t> failed_;     // samples that failed in the last forward_batch

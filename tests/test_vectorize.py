@@ -328,3 +328,33 @@ def test_concurrent_calls_keep_their_own_number_arguments() -> None:
     for t in threads:
         t.join()
     assert wrong == []
+
+
+THREADS_PROBE = """
+import random
+import numpy as np
+import arenagrad as ag
+random.seed(5)
+model = ag.nn.MLP(3, [12, 6, 2], activation="tanh")
+x = [ag.Value(0.0) for _ in range(3)]
+logits = model(x)
+tape = ag.Tape(ag.logsumexp(logits) - logits[0] + 0.01 * ag.dot(model.parameters(), model.parameters()), x)
+X = np.random.default_rng(5).normal(size=(5003, 3))
+X[[17, 2900, 4999], 0] = np.nan
+out = tape.forward_batch(X, errors="nan")
+g = tape.backward_batch(np.linspace(0.5, 1.5, 5003))
+ps = np.array([p.grad for p in model.parameters()])
+per = tape.backward_batch(reduce="none", params=model.parameters())
+print(out.tobytes().hex(), g.tobytes().hex(), ps.tobytes().hex(), per.tobytes().hex(), tape.failed.tolist())
+"""
+
+
+def test_results_do_not_depend_on_the_number_of_threads() -> None:
+    """5,003 samples are five chunks of 1,024: one, two or three threads run them, with the same bits (sums
+    over samples go chunk by chunk in a fixed order), NaN samples and all."""
+    outputs = set()
+    for threads in ("1", "2", "3"):
+        env = {**os.environ, "ARENAGRAD_NUM_THREADS": threads}
+        probe = [sys.executable, "-c", THREADS_PROBE]
+        outputs.add(subprocess.run(probe, env=env, capture_output=True, text=True, check=True).stdout)
+    assert len(outputs) == 1
