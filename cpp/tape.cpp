@@ -410,14 +410,17 @@ bool Tape::scaled_rows(Workspace& ws, double* lanes, const std::uint32_t* c, std
 }
 
 // How many threads batched replay may use: ARENAGRAD_NUM_THREADS if set (at least 1), else the
-// cores this process may run on.
+// cores of the machine. Decided once: asking the system costs more than a small batch's replay.
 std::size_t num_threads() {
-    if (const char* text = std::getenv("ARENAGRAD_NUM_THREADS")) {
-        char* end = nullptr;
-        const unsigned long n = std::strtoul(text, &end, 10);
-        if (end != text && *end == '\0' && n >= 1) return std::min<std::size_t>(n, 256);
-    }
-    return std::max(1u, std::thread::hardware_concurrency());
+    static const std::size_t threads = [] {
+        if (const char* text = std::getenv("ARENAGRAD_NUM_THREADS")) {
+            char* end = nullptr;
+            const unsigned long n = std::strtoul(text, &end, 10);
+            if (end != text && *end == '\0' && n >= 1) return std::min<std::size_t>(n, 256);
+        }
+        return std::size_t{std::max(1u, std::thread::hardware_concurrency())};
+    }();
+    return threads;
 }
 
 template <class F>
