@@ -158,8 +158,9 @@ def analysis(results: list[Result]) -> list[str]:
         else:
             verdict = (
                 "the rest is work beyond moving bytes: a switch per op, then loops of "
-                f"{BATCH} samples at two doubles per SSE2 instruction (the x86-64 baseline a wheel may "
-                "assume; AVX2 would double that where the CPU has it)"
+                f"{BATCH} samples, two doubles per SSE2 instruction in the elementwise loops (the x86-64 "
+                "baseline a wheel may assume) and four per AVX2 instruction, where the CPU has it, in the "
+                "neurons' dot kernels"
             )
         lines.append(
             f"- {name}: {nbytes / 1e6:.2f} MB moved ({r.extra['bytes_per_node_sample']:.0f} B per node per "
@@ -169,9 +170,11 @@ def analysis(results: list[Result]) -> list[str]:
     lines += [
         "",
         "The backward pass moves most of the bytes: each op updates its operands' grad rows, and a shared "
-        "operand's per-sample gradients pass through a scratch row before they are summed over the batch. "
-        "Summing them in four register lanes inside the op's loop would save that row; tried on "
-        "2026-11-22, GCC kept the lanes on the stack and the backward pass took 35 µs instead of 26. "
+        "operand's per-sample gradients pass through a scratch row before they are summed over the batch, "
+        "except in the neurons' dot kernels (cpp/row_kernels.cpp), which keep the sums in registers, so the "
+        "byte count above, which charges every shared operand a scratch row, is an upper bound. Summing in "
+        "register lanes inside the elementwise loops was tried on 2026-11-22: GCC kept the lanes on the "
+        "stack and the backward pass took 35 µs instead of 26. "
         "The training step adds the L2 penalty (a separate scalar tape) and the native SGD update, a few "
         "µs.",
     ]
