@@ -31,6 +31,20 @@ void backward_tail(const double* go, const double* coef, const double* const* ro
     }
 }
 
+void layer_tail(const double* const* go, const double* coef, const double* const* rows, double* const* row_grads,
+                double* const* coef_lanes, std::size_t dots, std::size_t k, std::size_t s, std::size_t n,
+                std::size_t s0, std::size_t full) {
+    for (; s < n; ++s) {
+        const std::size_t lane = s0 + s < full ? (s0 + s) % 4 : 0;
+        for (std::size_t r = 0; r < k; ++r) {
+            for (std::size_t j = dots; j-- > 0;) {
+                coef_lanes[j * k + r][lane] += go[j][s] * rows[r][s];
+                row_grads[r][s] += go[j][s] * coef[j * k + r];
+            }
+        }
+    }
+}
+
 constexpr std::size_t kBlock = 16;  // samples per block: 16 partial sums in registers
 
 #if defined(__GNUC__)
@@ -119,8 +133,48 @@ template <std::size_t L>
     backward_tail(go, coef, rows, row_grads, coef_lanes, k, s, n, s0, full);
 }
 
+template <std::size_t L>
+[[gnu::always_inline]] inline void layer_blocks(const double* const* go, const double* coef, const double* const* rows,
+                                                double* const* row_grads, double* const* coef_lanes, std::size_t dots,
+                                                std::size_t k, std::size_t n, std::size_t s0, std::size_t full) {
+    constexpr std::size_t kVectors = kBlock / L;
+    constexpr std::size_t kLaneVectors = 4 / L;
+    std::size_t s = 0;
+    for (; s + kBlock <= n; s += kBlock) {
+        for (std::size_t r = 0; r < k; ++r) {
+            Vec<L> x[kVectors];
+            Vec<L> gx[kVectors];
+            for (std::size_t v = 0; v < kVectors; ++v) {
+                load<L>(x[v], rows[r] + s + v * L);
+                load<L>(gx[v], row_grads[r] + s + v * L);
+            }
+            for (std::size_t j = dots; j-- > 0;) {
+                const double c = coef[j * k + r];
+                const double* g = go[j] + s;
+                double* lanes = coef_lanes[j * k + r];
+                Vec<L> lane[kLaneVectors];
+                for (std::size_t i = 0; i < kLaneVectors; ++i) load<L>(lane[i], lanes + i * L);
+                for (std::size_t v = 0; v < kVectors; ++v) {
+                    Vec<L> gv;
+                    load<L>(gv, g + v * L);
+                    lane[v % kLaneVectors] += gv * x[v];
+                    gx[v] += gv * c;
+                }
+                for (std::size_t i = 0; i < kLaneVectors; ++i) store<L>(lanes + i * L, lane[i]);
+            }
+            for (std::size_t v = 0; v < kVectors; ++v) store<L>(row_grads[r] + s + v * L, gx[v]);
+        }
+    }
+    layer_tail(go, coef, rows, row_grads, coef_lanes, dots, k, s, n, s0, full);
+}
+
 void sum_baseline(double* out, const double* coef, const double* const* rows, std::size_t k, std::size_t n) {
     sum_blocks<2>(out, coef, rows, k, n);
+}
+void layer_baseline(const double* const* go, const double* coef, const double* const* rows, double* const* row_grads,
+                    double* const* coef_lanes, std::size_t dots, std::size_t k, std::size_t n, std::size_t s0,
+                    std::size_t full) {
+    layer_blocks<2>(go, coef, rows, row_grads, coef_lanes, dots, k, n, s0, full);
 }
 void backward_baseline(const double* go, const double* coef, const double* const* rows, double* const* row_grads,
                        double* const* coef_lanes, std::size_t k, std::size_t n, std::size_t s0, std::size_t full) {
@@ -128,6 +182,11 @@ void backward_baseline(const double* go, const double* coef, const double* const
 }
 #else
 // Without GCC's vector types: the scalar loops, the same operations in the same order.
+void layer_baseline(const double* const* go, const double* coef, const double* const* rows, double* const* row_grads,
+                    double* const* coef_lanes, std::size_t dots, std::size_t k, std::size_t n, std::size_t s0,
+                    std::size_t full) {
+    layer_tail(go, coef, rows, row_grads, coef_lanes, dots, k, 0, n, s0, full);
+}
 void sum_baseline(double* out, const double* coef, const double* const* rows, std::size_t k, std::size_t n) {
     sum_tail(out, coef, rows, k, 0, n);
 }
@@ -147,6 +206,15 @@ __attribute__((target("avx2"))) void backward_avx2(const double* go, const doubl
                                                      double* const* row_grads, double* const* coef_lanes,
                                                      std::size_t k, std::size_t n, std::size_t s0, std::size_t full) {
     backward_blocks<4>(go, coef, rows, row_grads, coef_lanes, k, n, s0, full);
+}
+#endif
+
+#ifdef ARENAGRAD_HAVE_AVX2
+__attribute__((target("avx2"))) void layer_avx2(const double* const* go, const double* coef,
+                                                  const double* const* rows, double* const* row_grads,
+                                                  double* const* coef_lanes, std::size_t dots, std::size_t k,
+                                                  std::size_t n, std::size_t s0, std::size_t full) {
+    layer_blocks<4>(go, coef, rows, row_grads, coef_lanes, dots, k, n, s0, full);
 }
 #endif
 
@@ -182,6 +250,15 @@ void scaled_row_sum_backward(const double* go, const double* coef, const double*
     if (use_avx2()) return backward_avx2(go, coef, rows, row_grads, coef_lanes, k, n, s0, full);
 #endif
     backward_baseline(go, coef, rows, row_grads, coef_lanes, k, n, s0, full);
+}
+
+void layer_backward(const double* const* go, const double* coef, const double* const* rows, double* const* row_grads,
+                    double* const* coef_lanes, std::size_t dots, std::size_t k, std::size_t n, std::size_t s0,
+                    std::size_t full) {
+#ifdef ARENAGRAD_HAVE_AVX2
+    if (use_avx2()) return layer_avx2(go, coef, rows, row_grads, coef_lanes, dots, k, n, s0, full);
+#endif
+    layer_baseline(go, coef, rows, row_grads, coef_lanes, dots, k, n, s0, full);
 }
 
 }  // namespace arenagrad::kernels

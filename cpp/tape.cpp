@@ -388,6 +388,92 @@ void Tape::compile() {
     root_operand_.swap(root_operand);
     zero_row_ = zero_row;
     max_dot_terms_ = max_dot_terms;
+    find_layers();
+}
+
+void Tape::find_layers() {
+    std::vector<Layer> layers;
+    std::vector<std::uint32_t> layer_of(program_.size(), kNoLayer);
+    std::vector<std::uint32_t> current;  // the layer being gathered
+    std::vector<std::uint32_t> key;      // its rows
+    std::unordered_set<std::uint32_t> key_rows;
+    std::size_t max_dots = 0;
+    std::size_t max_rows = 0;
+    const auto close = [&] {
+        if (current.size() >= 2) {
+            for (const std::uint32_t d : current) layer_of[d] = static_cast<std::uint32_t>(layers.size());
+            max_dots = std::max(max_dots, current.size());
+            max_rows = std::max(max_rows, key.size());
+            layers.push_back({current});
+        }
+        current.clear();
+        key.clear();
+        key_rows.clear();
+    };
+    for (std::uint32_t i = 0; i < program_.size(); ++i) {
+        const Instruction& ins = program_[i];
+        const std::uint32_t* c = operands_.data() + ins.a;
+        if (ins.op == Op::Dot) {
+            const std::uint32_t k = ins.b / 2;
+            bool neuron = true;  // shared weights times rows, the rows distinct
+            std::unordered_set<std::uint32_t> rows;
+            for (std::uint32_t t = 0; t < k && neuron; ++t) {
+                neuron = (c[t] & kShared) != 0 && (c[k + t] & kShared) == 0 && rows.insert(c[k + t]).second;
+            }
+            if (neuron) {
+                if (!current.empty() && std::equal(key.begin(), key.end(), c + k, c + 2 * k)) {
+                    current.push_back(i);
+                    continue;
+                }
+                close();
+                current.push_back(i);
+                key.assign(c + k, c + 2 * k);
+                key_rows = std::move(rows);
+                continue;
+            }
+        }
+        if (current.empty()) continue;
+        const bool nary = is_nary(ins.op);
+        const std::uint32_t count = nary ? ins.b : 2;
+        for (std::uint32_t t = 0; t < count; ++t) {
+            const std::uint32_t operand = nary ? c[t] : (t == 0 ? ins.a : ins.b);
+            if (key_rows.count(operand) != 0) {
+                close();
+                break;
+            }
+        }
+    }
+    close();
+    layers_.swap(layers);
+    layer_of_.swap(layer_of);
+    max_layer_dots_ = max_dots;
+    max_layer_rows_ = max_rows;
+}
+
+bool Tape::back_layer(Workspace& ws, double* lanes, const Layer& layer, std::size_t s0, std::size_t n) {
+    if (per_sample_ || !failed_.empty()) return false;
+    const std::size_t dots = layer.dots.size();
+    const Instruction& first = program_[layer.dots.front()];
+    const std::size_t k = first.b / 2;
+    for (std::size_t j = 0; j < dots; ++j) {
+        const Instruction& d = program_[layer.dots[j]];
+        const double* go = row(grads_, d.out) + s0;
+        if (!all_finite(go, n)) return false;
+        ws.layer_go[j] = go;
+        const std::uint32_t* c = operands_.data() + d.a;
+        for (std::size_t t = 0; t < k; ++t) {
+            ws.layer_coef[j * k + t] = shared_values_[c[t] & ~kShared];
+            ws.layer_lanes[j * k + t] = lanes + 4 * (d.a + t);
+        }
+    }
+    const std::uint32_t* x = operands_.data() + first.a + k;
+    for (std::size_t t = 0; t < k; ++t) {
+        ws.layer_rows[t] = row(values_, x[t]) + s0;
+        ws.layer_row_grads[t] = row(grads_, x[t]) + s0;
+    }
+    kernels::layer_backward(ws.layer_go.data(), ws.layer_coef.data(), ws.layer_rows.data(), ws.layer_row_grads.data(),
+                            ws.layer_lanes.data(), dots, k, n, s0, batch_ / 4 * 4);
+    return true;
 }
 
 bool Tape::scaled_rows(Workspace& ws, double* lanes, const std::uint32_t* c, std::uint32_t n, std::size_t s0,
@@ -434,6 +520,11 @@ void Tape::run_chunks(std::size_t n_chunks, F&& f) {
         ws.dot_rows.reserve(max_dot_terms_);
         ws.dot_coef_lanes.reserve(max_dot_terms_);
         ws.dot_row_grads.reserve(max_dot_terms_);
+        ws.layer_go.resize(max_layer_dots_);
+        ws.layer_coef.resize(max_layer_dots_ * max_layer_rows_);
+        ws.layer_rows.resize(max_layer_rows_);
+        ws.layer_row_grads.resize(max_layer_rows_);
+        ws.layer_lanes.resize(max_layer_dots_ * max_layer_rows_);
     }
     if (threads <= 1) {
         for (std::size_t c = 0; c < n_chunks; ++c) f(c, workspaces_[0]);
@@ -746,6 +837,28 @@ void Tape::back_tile(Workspace& ws, double* lanes, const double* seed, std::size
     // Two scratch rows for shared operands' per-sample gradients (an op has at most two operands).
     double* scratch_a = ws.scratch.data();
     double* scratch_b = ws.scratch.data() + kTile;
+    const auto back_dot = [&](const Instruction& ins) {
+        const double* go = row(grads_, ins.out) + s0;
+        const std::uint32_t* c = operands_.data() + ins.a;
+        const std::uint32_t k = ins.b / 2;
+        const bool finite = all_finite(go, n);
+        if (finite && !per_sample_ && failed_.empty() && scaled_rows(ws, lanes, c, k, s0, ins.a)) {
+            kernels::scaled_row_sum_backward(go, ws.dot_coef.data(), ws.dot_rows.data(), ws.dot_row_grads.data(),
+                                             ws.dot_coef_lanes.data(), k, n, s0, batch / 4 * 4);
+            return;
+        }
+        for (std::uint32_t t = 0; t < k; ++t) {
+            const std::uint32_t wt = c[t];
+            const std::uint32_t xt = c[k + t];
+            with_kinds((wt & kShared) != 0, (xt & kShared) != 0, [&](auto w_kind, auto x_kind) {
+                constexpr bool WS = decltype(w_kind)::value;
+                constexpr bool XS = decltype(x_kind)::value;
+                dot_backward<WS, XS>(go, finite, In<WS>{value_at(wt)}, In<XS>{value_at(xt)},
+                                     GradOut<WS>{grad_at(wt, ins.a + t), scratch_a, &reduce},
+                                     GradOut<XS>{grad_at(xt, ins.a + k + t), scratch_b, &reduce}, n);
+            });
+        }
+    };
     for (std::size_t i = program_.size(); i-- > 0;) {
         const Instruction& ins = program_[i];
         const double* go = row(grads_, ins.out) + s0;
@@ -777,23 +890,14 @@ void Tape::back_tile(Workspace& ws, double* lanes, const double* seed, std::size
             continue;
         }
         if (ins.op == Op::Dot) {
-            const std::uint32_t k = ins.b / 2;
-            const bool finite = all_finite(go, n);
-            if (finite && !per_sample_ && failed_.empty() && scaled_rows(ws, lanes, c, k, s0, ins.a)) {
-                kernels::scaled_row_sum_backward(go, ws.dot_coef.data(), ws.dot_rows.data(), ws.dot_row_grads.data(),
-                                                 ws.dot_coef_lanes.data(), k, n, s0, batch / 4 * 4);
+            if (layer_of_[i] == kNoLayer) {
+                back_dot(ins);
                 continue;
             }
-            for (std::uint32_t t = 0; t < k; ++t) {
-                const std::uint32_t wt = c[t];
-                const std::uint32_t xt = c[k + t];
-                with_kinds((wt & kShared) != 0, (xt & kShared) != 0, [&](auto w_kind, auto x_kind) {
-                    constexpr bool WS = decltype(w_kind)::value;
-                    constexpr bool XS = decltype(x_kind)::value;
-                    dot_backward<WS, XS>(go, finite, In<WS>{value_at(wt)}, In<XS>{value_at(xt)},
-                                         GradOut<WS>{grad_at(wt, ins.a + t), scratch_a, &reduce},
-                                         GradOut<XS>{grad_at(xt, ins.a + k + t), scratch_b, &reduce}, n);
-                });
+            const Layer& layer = layers_[layer_of_[i]];
+            if (i != layer.dots.front()) continue;  // the layer runs at its first dot's turn
+            if (!back_layer(ws, lanes, layer, s0, n)) {
+                for (std::size_t j = layer.dots.size(); j-- > 0;) back_dot(program_[layer.dots[j]]);
             }
             continue;
         }

@@ -159,7 +159,24 @@ class Tape {
         std::vector<const double*> dot_rows;     // ... each term's row
         std::vector<double*> dot_coef_lanes;     // ... each term's shared grad's lanes
         std::vector<double*> dot_row_grads;      // ... each term's row of grads
+        std::vector<const double*> layer_go;     // back_layer(): each dot's row of output grads
+        std::vector<double> layer_coef;          // ... each dot's weights, dot by dot
+        std::vector<const double*> layer_rows;   // ... the rows the dots share
+        std::vector<double*> layer_row_grads;    // ... and their grads
+        std::vector<double*> layer_lanes;        // ... each weight's lanes, dot by dot
     };
+    // A layer: dots (instruction indexes, ascending) whose terms are all a shared weight times one
+    // of the same distinct rows, with no other instruction between the first and the last reading
+    // those rows. Backward runs them together at the first one's turn, last dot first: the order
+    // in which each row's grad gains their terms is the one the dots one by one would give.
+    struct Layer {
+        std::vector<std::uint32_t> dots;
+    };
+    static constexpr std::uint32_t kNoLayer = 0xFFFFFFFFu;
+    void find_layers();
+    // The layer's backward in one kernel when no sample failed and every output grad is finite;
+    // false (nothing done) otherwise.
+    bool back_layer(Workspace& ws, double* lanes, const Layer& layer, std::size_t s0, std::size_t n);
     // Calls f(chunk, workspace) for chunks 0 .. n_chunks - 1, on up to num_threads() threads.
     template <class F>
     void run_chunks(std::size_t n_chunks, F&& f);
@@ -197,6 +214,10 @@ class Tape {
     std::vector<char> active_;     // per row: does it depend on a seeded input?
     std::vector<Workspace> workspaces_;  // one per thread
     std::size_t max_dot_terms_ = 0;
+    std::vector<Layer> layers_;
+    std::vector<std::uint32_t> layer_of_;  // per instruction: its layer, or kNoLayer
+    std::size_t max_layer_dots_ = 0;
+    std::size_t max_layer_rows_ = 0;
     // Per chunk, four lanes per operand slot (each n-ary operand, two per elementary instruction):
     // a shared operand's gradient summed over the chunk's samples, tile after tile.
     std::vector<double> lanes_;

@@ -358,3 +358,33 @@ def test_results_do_not_depend_on_the_number_of_threads() -> None:
         probe = [sys.executable, "-c", THREADS_PROBE]
         outputs.add(subprocess.run(probe, env=env, capture_output=True, text=True, check=True).stdout)
     assert len(outputs) == 1
+
+
+def test_a_layer_read_by_other_ops_between_its_neurons_keeps_the_bits() -> None:
+    """Dots sharing their input rows run as one kernel in backward only while nothing between them reads those
+    rows; a skip connection in between splits the layer. Either way, eager's bits per sample."""
+    rng = np.random.default_rng(3)
+    xs = [ag.Value(0.0) for _ in range(4)]
+    ws = [[ag.Value(float(v)) for v in rng.normal(size=4)] for _ in range(6)]
+    outs = []
+    for j, w in enumerate(ws):
+        outs.append(ag.dot(w, xs).tanh())
+        if j == 2:
+            outs.append(xs[1] * 3.0)  # reads a row the dots share: the layer splits here
+    tape = ag.Tape(ag.sum(outs), xs)
+    X = rng.normal(size=(37, 4))
+    out = tape.forward_batch(X)
+    per_sample = tape.backward_batch(reduce="none", params=[p for w in ws for p in w])
+    input_grads = tape.backward_batch()
+    for s, r in enumerate(X):
+        vs = [ag.Value(float(v)) for v in r]
+        first = [ag.dot(w, vs).tanh() for w in ws[:3]]
+        skip = vs[1] * 3.0  # built in the tape's order: eager sums a leaf's grad in reverse creation order
+        total = ag.sum([*first, skip, *[ag.dot(w, vs).tanh() for w in ws[3:]]])
+        for w in ws:
+            for p in w:
+                p.grad = 0.0
+        total.backward()
+        assert out[s] == total.data
+        np.testing.assert_array_equal(input_grads[s], [v.grad for v in vs])
+        np.testing.assert_array_equal(per_sample[s], [p.grad for w in ws for p in w])
