@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks import blobs_time
 from benchmarks.common import Config, Result, timed_ns, timing
 from benchmarks.engines import ARENAGRAD, JAX, TORCH_BATCHED, EngineSet
 
@@ -109,6 +110,8 @@ class Trainer:
     rtol: float = RTOL
     note: str = ""
     checks: Callable[[], str] | None = None  # engine-specific extra checks (untimed), raise on failure
+    # arenagrad only: its forward and backward passes alone, and the tape's row count (blobs_time)
+    passes: tuple[Callable[[], object], Callable[[], object], int] | None = None
 
 
 @dataclass
@@ -204,7 +207,9 @@ def make_arenagrad(data: BlobsData, es: EngineSet) -> Trainer:
             text += f", per-sample gradients {'bit for bit' if dg == 0 else f'to {dg:.1g}'}"
         return text
 
-    return Trainer(AG_LABEL, step, evaluate, reset, checks=eager_check,
+    passes = (lambda: tape.forward_batch(batch), lambda: tape.backward_batch(inv_n),
+              tape.num_nodes + len(tape.inputs))
+    return Trainer(AG_LABEL, step, evaluate, reset, checks=eager_check, passes=passes,
                    note=f"one sample's loss recorded once ({tape.num_nodes:,} nodes, {len(params)} "
                         f"parameters), samples as rows: forward_batch + zero_grad + backward_batch(1/n) + "
                         "sgd_step")
@@ -428,6 +433,10 @@ def run(cfg: Config, es: EngineSet) -> list[Result]:
                               extra={"accuracy": acc, "last_step_loss": last[r.label]}))
     order = {m: i for i, m in enumerate(METRICS)}
     results.sort(key=lambda res: order[res.metric])  # stable: rows keep their engine order
+    ag_trainer = next((t for t in trainers if t.passes is not None), None)
+    if ag_trainer is not None and ag_trainer.passes is not None:
+        forward, backward, n_rows = ag_trainer.passes
+        results += blobs_time.measure(forward, backward, data.n, n_rows, LAYERS, cfg.repeat)
     return results
 
 
@@ -439,6 +448,7 @@ def section(results: list[Result], heading: str, cfg: Config) -> list[str]:
     mine = [r for r in results if r.workload == WORKLOAD]
     if not mine:
         return []
+    where = blobs_time.analysis(results)
     intro = [
         f"`make_blobs({cfg.blobs_samples}, n_features={LAYERS[0]}, centers={LAYERS[-1]}, "
         f"random_state={RANDOM_STATE})`; a linear {'-'.join(map(str, LAYERS))} stack with no activations "
@@ -451,4 +461,5 @@ def section(results: list[Result], heading: str, cfg: Config) -> list[str]:
         "Ratios are against torch float64.",
         "",
     ]
-    return intro + report.tables_text(mine, heading)
+    time_goes = [f"{heading} Where the time goes (blobs)", "", *where] if where else []
+    return intro + report.tables_text(mine, heading) + time_goes

@@ -30,7 +30,7 @@ if __package__ in (None, ""):
     # Run as a script: make the repository root importable so `benchmarks.*` resolves.
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import bandwidth, blobs, chain, derivatives, dual, memory, moons, report, wide
+from benchmarks import bandwidth, blobs, blobs_time, chain, derivatives, dual, memory, moons, report, wide
 from benchmarks.common import REPO_ROOT, Config, Result
 from benchmarks.engines import ALL_ENGINES, JAX, load_engines
 
@@ -223,7 +223,8 @@ def render(results: list[Result], cfg: Config, missing: dict[str, str], run: Run
         lines += [f"- {k}: {v}" for k, v in missing.items()] + [""]
     lines += ["## Targets (from the performance issue)" if markdown else "Targets:", ""]
     lines += [*report.targets_table(results), ""]
-    general = [r for r in results if r.workload not in (derivatives.WORKLOAD, blobs.WORKLOAD)]
+    own_sections = (derivatives.WORKLOAD, blobs.WORKLOAD, blobs_time.WORKLOAD)
+    general = [r for r in results if r.workload not in own_sections]
     lines += ["## Results" if markdown else "Results:", ""]
     lines += report.tables_text(general, "###" if markdown else "--")
     where = bandwidth.analysis(results)
