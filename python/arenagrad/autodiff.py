@@ -14,17 +14,13 @@ from typing import Union
 
 from . import _core
 from ._core import Value
+from ._describe import describe as _describe
 
 Number = Union[float, int]
 Values = Union[Value, Sequence[Value]]
 Seeds = Union[Value, Number, Sequence[Union[Value, Number]], None]
 
 __all__ = ["grad", "tangent"]
-
-
-def _describe(x: object) -> str:
-    kind = type(x)
-    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
 
 
 def _value_list(xs: object, what: str) -> list[Value]:

@@ -19,19 +19,20 @@ from typing import Any, overload
 
 from . import _core
 from ._core import Value
+from ._describe import describe as _describe
 
 __all__ = ["CustomOp", "custom_op"]
-
-
-def _describe(x: object) -> str:
-    kind = type(x)
-    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
 
 
 def _real(x: object, what: str) -> float:
     if isinstance(x, bool) or not isinstance(x, Real):
         raise TypeError(f"{what} must be a real number, not {_describe(x)}")
     return float(x)
+
+
+def _as_value(x: object, what: str) -> Value:
+    """x itself if it is a Value, else a leaf holding the real number x."""
+    return x if isinstance(x, Value) else Value(_real(x, what))
 
 
 def _evaluate(
@@ -65,13 +66,7 @@ def _record(graph_partials: Callable[..., Sequence[Value]], name: str, *xs: Valu
         partials = [partials]
     if not isinstance(partials, Sequence) or len(partials) != len(xs):
         raise ValueError(f"graph_partials of custom op '{name}' must return one Value per input")
-    out = []
-    for i, p in enumerate(partials):
-        if isinstance(p, Value):
-            out.append(p)
-        else:
-            out.append(Value(_real(p, f"graph partial {i} of custom op '{name}'")))
-    return out
+    return [_as_value(p, f"graph partial {i} of custom op '{name}'") for i, p in enumerate(partials)]
 
 
 class CustomOp:
@@ -111,12 +106,7 @@ class CustomOp:
     def __call__(self, *inputs: Value | float) -> Value:
         if not inputs:
             raise TypeError(f"custom op '{self.name}' needs at least one input")
-        values = []
-        for i, x in enumerate(inputs):
-            if isinstance(x, Value):
-                values.append(x)
-            else:
-                values.append(Value(_real(x, f"input {i} of custom op '{self.name}'")))
+        values = [_as_value(x, f"input {i} of custom op '{self.name}'") for i, x in enumerate(inputs)]
         value, partials = self._evaluate(*(v.data for v in values))
         result: Value = self._native.apply(values, value, partials)
         return result

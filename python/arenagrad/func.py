@@ -24,6 +24,7 @@ import numpy as np
 
 from . import _core
 from ._core import Tape, Value
+from ._describe import describe as _describe
 from .autodiff import grad as _grad
 from .autodiff import tangent as _tangent
 
@@ -31,11 +32,6 @@ __all__ = ["grad", "hessian", "hvp", "jacfwd", "jacobian", "jacrev", "jvp", "val
 
 Point = Union[Sequence[float], Sequence[Value], "np.ndarray[Any, Any]"]
 Function = Callable[[list[Value]], Any]
-
-
-def _describe(x: object) -> str:
-    kind = type(x)
-    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
 
 
 def _inputs(x: object, what: str = "x") -> tuple[list[Value], bool]:

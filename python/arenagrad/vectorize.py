@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ._core import Tape, Value
+from ._describe import describe as _describe
 
 __all__ = ["Vectorized", "vectorize"]
 
@@ -32,11 +33,6 @@ _RECORDING_TRIES = 32  # with errors="nan", samples tried in turn until f runs o
 # How one argument reaches f: a Value per sample ("row"), a list of m Values per sample (m), or one
 # Value shared by every sample ("scalar", a number broadcast).
 _Kind = Union[str, int]
-
-
-def _describe(x: object) -> str:
-    kind = type(x)
-    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
 
 
 def _real_array(x: object, i: int) -> npt.NDArray[np.float64]:
