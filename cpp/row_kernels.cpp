@@ -23,7 +23,7 @@ void backward_tail(const double* go, const double* coef, const double* const* ro
                    double* const* coef_lanes, std::size_t k, std::size_t s, std::size_t n, std::size_t s0,
                    std::size_t full) {
     for (; s < n; ++s) {
-        const std::size_t lane = s0 + s < full ? (s0 + s) % 4 : 0;
+        const std::size_t lane = lane_of(s0 + s, full);
         for (std::size_t t = 0; t < k; ++t) {
             coef_lanes[t][lane] += go[s] * rows[t][s];
             row_grads[t][s] += go[s] * coef[t];
@@ -35,7 +35,7 @@ void layer_tail(const double* const* go, const double* coef, const double* const
                 double* const* coef_lanes, std::size_t dots, std::size_t k, std::size_t s, std::size_t n,
                 std::size_t s0, std::size_t full) {
     for (; s < n; ++s) {
-        const std::size_t lane = s0 + s < full ? (s0 + s) % 4 : 0;
+        const std::size_t lane = lane_of(s0 + s, full);
         for (std::size_t r = 0; r < k; ++r) {
             for (std::size_t j = dots; j-- > 0;) {
                 coef_lanes[j * k + r][lane] += go[j][s] * rows[r][s];

@@ -9,6 +9,10 @@
 
 namespace arenagrad::kernels {
 
+// The lane of a shared leaf's gradient sum that sample s of a batch adds to: s % 4, except for the
+// batch's tail, from full = batch / 4 * 4 on, which goes to lane 0 (Tape sums a batch in four lanes).
+inline std::size_t lane_of(std::size_t s, std::size_t full) { return s < full ? s % 4 : 0; }
+
 // "avx2" or "baseline": what the kernels below run with in this process.
 const char* simd_target();
 

@@ -48,7 +48,7 @@ void add_lanes(double* lane, const double* g, std::size_t s0, std::size_t n, std
     for (; j < body; j += 4) {
         for (std::size_t i = 0; i < 4; ++i) lane[i] += g[j + i];
     }
-    for (; j < n; ++j) lane[s0 + j < full ? (s0 + j) % 4 : 0] += g[j];
+    for (; j < n; ++j) lane[kernels::lane_of(s0 + j, full)] += g[j];
 }
 
 double lane_total(const double* lane) { return (lane[0] + lane[1]) + (lane[2] + lane[3]); }
@@ -67,8 +67,10 @@ struct SharedReduce {
             for (std::size_t j = 0; j < n; ++j) target[j] += scratch[j];
             return;
         }
-        for (std::size_t i = 0; i < n_failed; ++i) {
-            if (failed[i] >= s0 && failed[i] < s0 + n) scratch[failed[i] - s0] = 0.0;
+        // Only the tile's own failed samples: failed is sorted, and this runs once per shared operand.
+        const std::size_t* end = failed + n_failed;
+        for (const std::size_t* f = std::lower_bound(failed, end, s0); f != end && *f < s0 + n; ++f) {
+            scratch[*f - s0] = 0.0;
         }
         add_lanes(target, scratch, s0, n, full);
     }
