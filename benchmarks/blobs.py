@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import blobs_time
-from benchmarks.common import Config, Result, timed_ns, timing
+from benchmarks.common import Config, Result, alternating, timing
 from benchmarks.engines import ARENAGRAD, JAX, TORCH_BATCHED, EngineSet
 
 WORKLOAD = "blobs"
@@ -400,15 +400,9 @@ def run(cfg: Config, es: EngineSet) -> list[Result]:
     check_notes = cross_check(trainers)
 
     n_steps = cfg.blobs_steps
-    times: dict[str, list[int]] = {t.label: [] for t in trainers}
-    last: dict[str, float] = {}
     if trainers:
         print(f"  blobs: {len(trainers)} engines x {n_steps} alternating steps ...", flush=True)
-    for _ in range(n_steps):
-        for t in trainers:
-            ns, loss = timed_ns(t.step)
-            times[t.label].append(ns)
-            last[t.label] = loss
+    times, last = alternating({t.label: t.step for t in trainers}, n_steps)
     final = {t.label: t.evaluate() for t in trainers}
     ref_loss = final[trainers[0].label][0] if trainers else float("nan")
 

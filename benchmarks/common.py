@@ -139,6 +139,20 @@ def timed_ns(fn: Callable[[], Any], *, gc_enabled: bool = True) -> tuple[int, An
     return t1 - t0, out
 
 
+def alternating(
+    runs: dict[str, Callable[[], Any]], rounds: int
+) -> tuple[dict[str, list[int]], dict[str, Any]]:
+    """Each of `runs` timed `rounds` times in alternation (A, B, C, A, B, C, ...) so that machine noise hits
+    them alike: every run's times in ns, and what each returned the last time."""
+    times: dict[str, list[int]] = {label: [] for label in runs}
+    last: dict[str, Any] = {}
+    for _ in range(rounds):
+        for label, fn in runs.items():
+            ns, last[label] = timed_ns(fn)
+            times[label].append(ns)
+    return times, last
+
+
 def run_child(args: list[str], timeout: float = 900.0) -> dict[str, Any]:
     """Run ``python -m benchmarks.child ARGS`` and return the JSON object it prints last.
 

@@ -47,7 +47,7 @@ if __package__ in (None, ""):
 import numpy as np
 
 from benchmarks import moons
-from benchmarks.common import Config, Result, timed_ns, timing
+from benchmarks.common import Config, Result, alternating, timed_ns, timing
 from benchmarks.engines import ARENAGRAD, JAX, TORCH_BATCHED, EngineSet
 
 WORKLOAD = "derivatives"
@@ -542,14 +542,9 @@ def measure_metric(cfg: Config, metric: str, rows: list[Row], expect_shape: tupl
                     raise ValuesDisagree(f"{metric}: {label} is inconsistent with its own other figure "
                                          f"(relative difference {d:.3g})")
     reps = _runs(cfg, max(warm.values(), default=0))
-    times: dict[str, list[int]] = {impl.label: [] for impl in impls}
     if impls:
         print(f"  derivatives: {metric}: {len(impls)} engines x {reps} alternating runs ...", flush=True)
-    for _ in range(reps):
-        for impl in impls:
-            ns, out = timed_ns(impl.run)
-            times[impl.label].append(ns)
-            del out
+    times, _ = alternating({impl.label: impl.run for impl in impls}, reps)
     results: list[Result] = []
     for r in rows:
         if isinstance(r, Impl):
