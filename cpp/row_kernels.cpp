@@ -31,20 +31,6 @@ void backward_tail(const double* go, const double* coef, const double* const* ro
     }
 }
 
-void layer_tail(const double* const* go, const double* coef, const double* const* rows, double* const* row_grads,
-                double* const* coef_lanes, std::size_t dots, std::size_t k, std::size_t s, std::size_t n,
-                std::size_t s0, std::size_t full) {
-    for (; s < n; ++s) {
-        const std::size_t lane = lane_of(s0 + s, full);
-        for (std::size_t r = 0; r < k; ++r) {
-            for (std::size_t j = dots; j-- > 0;) {
-                coef_lanes[j * k + r][lane] += go[j][s] * rows[r][s];
-                row_grads[r][s] += go[j][s] * coef[j * k + r];
-            }
-        }
-    }
-}
-
 constexpr std::size_t kBlock = 16;  // samples per block: 16 partial sums in registers
 
 #if defined(__GNUC__)
@@ -133,43 +119,192 @@ template <std::size_t L>
     backward_tail(go, coef, rows, row_grads, coef_lanes, k, s, n, s0, full);
 }
 
+// A layer's forward, JB dots by SV vectors of samples at a time: each row's block is loaded once for
+// JB dots, and each output starts at 0.0 and adds its terms in order, as scaled_row_sum does.
+template <std::size_t L, std::size_t JB, std::size_t SV>
+[[gnu::always_inline]] inline void layer_forward_block(double* const* out, const double* coef,
+                                                       const double* const* rows, std::size_t k, std::size_t j0,
+                                                       std::size_t s) {
+    Vec<L> acc[JB][SV];
+    _Pragma("GCC unroll 16")
+    for (std::size_t j = 0; j < JB; ++j) {
+        _Pragma("GCC unroll 16")
+        for (std::size_t v = 0; v < SV; ++v) acc[j][v] = Vec<L>{} ;
+    }
+    for (std::size_t t = 0; t < k; ++t) {
+        Vec<L> x[SV];
+        _Pragma("GCC unroll 16")
+        for (std::size_t v = 0; v < SV; ++v) load<L>(x[v], rows[t] + s + v * L);
+        _Pragma("GCC unroll 16")
+        for (std::size_t j = 0; j < JB; ++j) {
+            const double c = coef[(j0 + j) * k + t];
+            _Pragma("GCC unroll 16")
+            for (std::size_t v = 0; v < SV; ++v) acc[j][v] += c * x[v];
+        }
+    }
+    _Pragma("GCC unroll 16")
+    for (std::size_t j = 0; j < JB; ++j) {
+        _Pragma("GCC unroll 16")
+        for (std::size_t v = 0; v < SV; ++v) store<L>(out[j0 + j] + s + v * L, acc[j][v]);
+    }
+}
+
+template <std::size_t L>
+[[gnu::always_inline]] inline void layer_forward_blocks(double* const* out, const double* coef,
+                                                        const double* const* rows, std::size_t dots, std::size_t k,
+                                                        std::size_t n) {
+    constexpr std::size_t kDots = 4;
+    constexpr std::size_t kSamples = 8;
+    constexpr std::size_t kVectors = kSamples / L;
+    std::size_t s = 0;
+    for (; s + kSamples <= n; s += kSamples) {
+        std::size_t j = 0;
+        for (; j + kDots <= dots; j += kDots) layer_forward_block<L, kDots, kVectors>(out, coef, rows, k, j, s);
+        switch (dots - j) {
+            case 3: layer_forward_block<L, 3, kVectors>(out, coef, rows, k, j, s); break;
+            case 2: layer_forward_block<L, 2, kVectors>(out, coef, rows, k, j, s); break;
+            case 1: layer_forward_block<L, 1, kVectors>(out, coef, rows, k, j, s); break;
+            default: break;
+        }
+    }
+    for (std::size_t j = 0; j < dots; ++j) sum_tail(out[j], coef + j * k, rows, k, s, n);
+}
+
+// The rows' grads of a layer's backward, TB rows by SV vectors of samples at a time: each gains
+// go[j] * coef[j][t] for j = dots-1 down to 0, one output grad block loaded once for TB rows.
+template <std::size_t L, std::size_t TB, std::size_t SV>
+[[gnu::always_inline]] inline void layer_row_grads_block(const double* const* go, const double* coef,
+                                                         double* const* row_grads, std::size_t dots, std::size_t k,
+                                                         std::size_t t0, std::size_t s) {
+    Vec<L> acc[TB][SV];
+    _Pragma("GCC unroll 16")
+    for (std::size_t t = 0; t < TB; ++t) {
+        _Pragma("GCC unroll 16")
+        for (std::size_t v = 0; v < SV; ++v) load<L>(acc[t][v], row_grads[t0 + t] + s + v * L);
+    }
+    for (std::size_t j = dots; j-- > 0;) {
+        Vec<L> g[SV];
+        _Pragma("GCC unroll 16")
+        for (std::size_t v = 0; v < SV; ++v) load<L>(g[v], go[j] + s + v * L);
+        _Pragma("GCC unroll 16")
+        for (std::size_t t = 0; t < TB; ++t) {
+            const double c = coef[j * k + t0 + t];
+            _Pragma("GCC unroll 16")
+            for (std::size_t v = 0; v < SV; ++v) acc[t][v] += g[v] * c;
+        }
+    }
+    _Pragma("GCC unroll 16")
+    for (std::size_t t = 0; t < TB; ++t) {
+        _Pragma("GCC unroll 16")
+        for (std::size_t v = 0; v < SV; ++v) store<L>(row_grads[t0 + t] + s + v * L, acc[t][v]);
+    }
+}
+
+// The weights' lanes of a layer's backward, JB dots by TB rows at a time, over the samples
+// [0, end) (whole groups of four, all before the batch's tail): each weight's four lanes stay in
+// registers for all the samples, and gain go[j][s] * rows[t][s] sample after sample, as in
+// scaled_row_sum_backward.
+template <std::size_t L, std::size_t JB, std::size_t TB>
+[[gnu::always_inline]] inline void layer_lanes_block(const double* const* go, const double* const* rows,
+                                                     double* const* coef_lanes, std::size_t k, std::size_t j0,
+                                                     std::size_t t0, std::size_t end) {
+    constexpr std::size_t kLaneVectors = 4 / L;
+    Vec<L> acc[JB][TB][kLaneVectors];
+    _Pragma("GCC unroll 16")
+    for (std::size_t j = 0; j < JB; ++j) {
+        _Pragma("GCC unroll 16")
+        for (std::size_t t = 0; t < TB; ++t) {
+            _Pragma("GCC unroll 16")
+            for (std::size_t i = 0; i < kLaneVectors; ++i) load<L>(acc[j][t][i], coef_lanes[(j0 + j) * k + t0 + t] + i * L);
+        }
+    }
+    for (std::size_t s = 0; s < end; s += 4) {
+        _Pragma("GCC unroll 16")
+        for (std::size_t i = 0; i < kLaneVectors; ++i) {
+            Vec<L> g[JB];
+            _Pragma("GCC unroll 16")
+            for (std::size_t j = 0; j < JB; ++j) load<L>(g[j], go[j0 + j] + s + i * L);
+            _Pragma("GCC unroll 16")
+            for (std::size_t t = 0; t < TB; ++t) {
+                Vec<L> x;
+                load<L>(x, rows[t0 + t] + s + i * L);
+                _Pragma("GCC unroll 16")
+                for (std::size_t j = 0; j < JB; ++j) acc[j][t][i] += g[j] * x;
+            }
+        }
+    }
+    _Pragma("GCC unroll 16")
+    for (std::size_t j = 0; j < JB; ++j) {
+        _Pragma("GCC unroll 16")
+        for (std::size_t t = 0; t < TB; ++t) {
+            _Pragma("GCC unroll 16")
+            for (std::size_t i = 0; i < kLaneVectors; ++i) store<L>(coef_lanes[(j0 + j) * k + t0 + t] + i * L, acc[j][t][i]);
+        }
+    }
+}
+
+// Dispatches a lanes block of jb <= JB dots by tb <= TB rows to its compiled size.
+template <std::size_t L, std::size_t JB, std::size_t TB>
+[[gnu::always_inline]] inline void layer_lanes_any(const double* const* go, const double* const* rows,
+                                                   double* const* coef_lanes, std::size_t k, std::size_t j0,
+                                                   std::size_t jb, std::size_t t0, std::size_t tb, std::size_t end) {
+    if constexpr (TB > 1) {
+        if (tb < TB) return layer_lanes_any<L, JB, TB - 1>(go, rows, coef_lanes, k, j0, jb, t0, tb, end);
+    }
+    if constexpr (JB > 1) {
+        if (jb < JB) return layer_lanes_any<L, JB - 1, TB>(go, rows, coef_lanes, k, j0, jb, t0, tb, end);
+    }
+    layer_lanes_block<L, JB, TB>(go, rows, coef_lanes, k, j0, t0, end);
+}
+
 template <std::size_t L>
 [[gnu::always_inline]] inline void layer_blocks(const double* const* go, const double* coef, const double* const* rows,
                                                 double* const* row_grads, double* const* coef_lanes, std::size_t dots,
                                                 std::size_t k, std::size_t n, std::size_t s0, std::size_t full) {
-    constexpr std::size_t kVectors = kBlock / L;
-    constexpr std::size_t kLaneVectors = 4 / L;
+    constexpr std::size_t kRows = 4;
+    constexpr std::size_t kSamples = 8;
+    constexpr std::size_t kVectors = kSamples / L;
     std::size_t s = 0;
-    for (; s + kBlock <= n; s += kBlock) {
-        for (std::size_t r = 0; r < k; ++r) {
-            Vec<L> x[kVectors];
-            Vec<L> gx[kVectors];
-            for (std::size_t v = 0; v < kVectors; ++v) {
-                load<L>(x[v], rows[r] + s + v * L);
-                load<L>(gx[v], row_grads[r] + s + v * L);
-            }
-            for (std::size_t j = dots; j-- > 0;) {
-                const double c = coef[j * k + r];
-                const double* g = go[j] + s;
-                double* lanes = coef_lanes[j * k + r];
-                Vec<L> lane[kLaneVectors];
-                for (std::size_t i = 0; i < kLaneVectors; ++i) load<L>(lane[i], lanes + i * L);
-                for (std::size_t v = 0; v < kVectors; ++v) {
-                    Vec<L> gv;
-                    load<L>(gv, g + v * L);
-                    lane[v % kLaneVectors] += gv * x[v];
-                    gx[v] += gv * c;
-                }
-                for (std::size_t i = 0; i < kLaneVectors; ++i) store<L>(lanes + i * L, lane[i]);
-            }
-            for (std::size_t v = 0; v < kVectors; ++v) store<L>(row_grads[r] + s + v * L, gx[v]);
+    for (; s + kSamples <= n; s += kSamples) {
+        std::size_t t = 0;
+        for (; t + kRows <= k; t += kRows) layer_row_grads_block<L, kRows, kVectors>(go, coef, row_grads, dots, k, t, s);
+        switch (k - t) {
+            case 3: layer_row_grads_block<L, 3, kVectors>(go, coef, row_grads, dots, k, t, s); break;
+            case 2: layer_row_grads_block<L, 2, kVectors>(go, coef, row_grads, dots, k, t, s); break;
+            case 1: layer_row_grads_block<L, 1, kVectors>(go, coef, row_grads, dots, k, t, s); break;
+            default: break;
         }
     }
-    layer_tail(go, coef, rows, row_grads, coef_lanes, dots, k, s, n, s0, full);
+    for (; s < n; ++s) {
+        for (std::size_t r = 0; r < k; ++r) {
+            for (std::size_t j = dots; j-- > 0;) row_grads[r][s] += go[j][s] * coef[j * k + r];
+        }
+    }
+    // Lane accumulators: 3 x 3 weights (12 registers with the loads) for AVX2, 2 x 2 (of two vectors
+    // each) for SSE2.
+    constexpr std::size_t kLaneDots = L == 4 ? 3 : 2;
+    constexpr std::size_t kLaneRows = L == 4 ? 3 : 2;
+    const std::size_t body = full > s0 ? std::min(n, full - s0) / 4 * 4 : 0;
+    for (std::size_t j = 0; j < dots; j += kLaneDots) {
+        for (std::size_t t = 0; t < k; t += kLaneRows) {
+            layer_lanes_any<L, kLaneDots, kLaneRows>(go, rows, coef_lanes, k, j, std::min(kLaneDots, dots - j), t,
+                                                     std::min(kLaneRows, k - t), body);
+        }
+    }
+    for (std::size_t j = 0; j < dots; ++j) {
+        for (std::size_t r = 0; r < k; ++r) {
+            double* lanes = coef_lanes[j * k + r];
+            for (std::size_t u = body; u < n; ++u) lanes[lane_of(s0 + u, full)] += go[j][u] * rows[r][u];
+        }
+    }
 }
 
 void sum_baseline(double* out, const double* coef, const double* const* rows, std::size_t k, std::size_t n) {
     sum_blocks<2>(out, coef, rows, k, n);
+}
+void layer_forward_baseline(double* const* out, const double* coef, const double* const* rows, std::size_t dots,
+                            std::size_t k, std::size_t n) {
+    layer_forward_blocks<2>(out, coef, rows, dots, k, n);
 }
 void layer_baseline(const double* const* go, const double* coef, const double* const* rows, double* const* row_grads,
                     double* const* coef_lanes, std::size_t dots, std::size_t k, std::size_t n, std::size_t s0,
@@ -182,6 +317,20 @@ void backward_baseline(const double* go, const double* coef, const double* const
 }
 #else
 // Without GCC's vector types: the scalar loops, the same operations in the same order.
+void layer_tail(const double* const* go, const double* coef, const double* const* rows, double* const* row_grads,
+                double* const* coef_lanes, std::size_t dots, std::size_t k, std::size_t s, std::size_t n,
+                std::size_t s0, std::size_t full) {
+    for (; s < n; ++s) {
+        const std::size_t lane = lane_of(s0 + s, full);
+        for (std::size_t r = 0; r < k; ++r) {
+            for (std::size_t j = dots; j-- > 0;) {
+                coef_lanes[j * k + r][lane] += go[j][s] * rows[r][s];
+                row_grads[r][s] += go[j][s] * coef[j * k + r];
+            }
+        }
+    }
+}
+
 void layer_baseline(const double* const* go, const double* coef, const double* const* rows, double* const* row_grads,
                     double* const* coef_lanes, std::size_t dots, std::size_t k, std::size_t n, std::size_t s0,
                     std::size_t full) {
@@ -189,6 +338,10 @@ void layer_baseline(const double* const* go, const double* coef, const double* c
 }
 void sum_baseline(double* out, const double* coef, const double* const* rows, std::size_t k, std::size_t n) {
     sum_tail(out, coef, rows, k, 0, n);
+}
+void layer_forward_baseline(double* const* out, const double* coef, const double* const* rows, std::size_t dots,
+                            std::size_t k, std::size_t n) {
+    for (std::size_t j = 0; j < dots; ++j) sum_tail(out[j], coef + j * k, rows, k, 0, n);
 }
 void backward_baseline(const double* go, const double* coef, const double* const* rows, double* const* row_grads,
                        double* const* coef_lanes, std::size_t k, std::size_t n, std::size_t s0, std::size_t full) {
@@ -210,6 +363,11 @@ __attribute__((target("avx2"))) void backward_avx2(const double* go, const doubl
 #endif
 
 #ifdef ARENAGRAD_HAVE_AVX2
+__attribute__((target("avx2"))) void layer_forward_avx2(double* const* out, const double* coef,
+                                                          const double* const* rows, std::size_t dots, std::size_t k,
+                                                          std::size_t n) {
+    layer_forward_blocks<4>(out, coef, rows, dots, k, n);
+}
 __attribute__((target("avx2"))) void layer_avx2(const double* const* go, const double* coef,
                                                   const double* const* rows, double* const* row_grads,
                                                   double* const* coef_lanes, std::size_t dots, std::size_t k,
@@ -250,6 +408,14 @@ void scaled_row_sum_backward(const double* go, const double* coef, const double*
     if (use_avx2()) return backward_avx2(go, coef, rows, row_grads, coef_lanes, k, n, s0, full);
 #endif
     backward_baseline(go, coef, rows, row_grads, coef_lanes, k, n, s0, full);
+}
+
+void layer_forward(double* const* out, const double* coef, const double* const* rows, std::size_t dots, std::size_t k,
+                   std::size_t n) {
+#ifdef ARENAGRAD_HAVE_AVX2
+    if (use_avx2()) return layer_forward_avx2(out, coef, rows, dots, k, n);
+#endif
+    layer_forward_baseline(out, coef, rows, dots, k, n);
 }
 
 void layer_backward(const double* const* go, const double* coef, const double* const* rows, double* const* row_grads,

@@ -32,11 +32,16 @@ void scaled_row_sum_backward(const double* go, const double* coef, const double*
                              std::size_t s0, std::size_t full);
 
 // A layer: dots j = 0 .. J-1 that read the same K distinct rows, dot j's term k being
-// coef[j * K + k] * rows[k]. The backward of all of them at once, for finite output grads go[j]:
+// coef[j * K + k] * rows[k]. Its forward, out[j] as scaled_row_sum would give it, with each block of
+// the rows loaded once for several dots.
+void layer_forward(double* const* out, const double* coef, const double* const* rows, std::size_t dots, std::size_t k,
+                   std::size_t n);
+
+// The backward of all of them at once, for finite output grads go[j]:
 // row k's grad gains go[j][s] * coef[j * K + k] for j = J-1 down to 0 (the order in which the dots'
 // own backward passes, last dot first, would add them), and the lanes coef_lanes[j * K + k] gain
-// go[j][s] * rows[k][s] as in scaled_row_sum_backward. Each row and its grads are loaded once per
-// block for all the dots instead of once per dot.
+// go[j][s] * rows[k][s] as in scaled_row_sum_backward. The rows' grads are blocked like
+// layer_forward, and the lanes of several weights stay in registers through all n samples.
 void layer_backward(const double* const* go, const double* coef, const double* const* rows, double* const* row_grads,
                     double* const* coef_lanes, std::size_t dots, std::size_t k, std::size_t n, std::size_t s0,
                     std::size_t full);

@@ -452,6 +452,21 @@ void Tape::find_layers() {
     max_layer_rows_ = max_rows;
 }
 
+void Tape::forward_layer(Workspace& ws, const Layer& layer, std::size_t s0, std::size_t n) {
+    const std::size_t dots = layer.dots.size();
+    const Instruction& first = program_[layer.dots.front()];
+    const std::size_t k = first.b / 2;
+    for (std::size_t j = 0; j < dots; ++j) {
+        const Instruction& d = program_[layer.dots[j]];
+        ws.layer_out[j] = row(values_, d.out) + s0;
+        const std::uint32_t* c = operands_.data() + d.a;
+        for (std::size_t t = 0; t < k; ++t) ws.layer_coef[j * k + t] = shared_values_[c[t] & ~kShared];
+    }
+    const std::uint32_t* x = operands_.data() + first.a + k;
+    for (std::size_t t = 0; t < k; ++t) ws.layer_rows[t] = row(values_, x[t]) + s0;
+    kernels::layer_forward(ws.layer_out.data(), ws.layer_coef.data(), ws.layer_rows.data(), dots, k, n);
+}
+
 bool Tape::back_layer(Workspace& ws, double* lanes, const Layer& layer, std::size_t s0, std::size_t n) {
     if (per_sample_ || !failed_.empty()) return false;
     const std::size_t dots = layer.dots.size();
@@ -459,7 +474,7 @@ bool Tape::back_layer(Workspace& ws, double* lanes, const Layer& layer, std::siz
     const std::size_t k = first.b / 2;
     for (std::size_t j = 0; j < dots; ++j) {
         const Instruction& d = program_[layer.dots[j]];
-        const double* go = row(grads_, d.out) + s0;
+        const double* go = tile_grad(ws, d.out);
         if (!all_finite(go, n)) return false;
         ws.layer_go[j] = go;
         const std::uint32_t* c = operands_.data() + d.a;
@@ -471,7 +486,7 @@ bool Tape::back_layer(Workspace& ws, double* lanes, const Layer& layer, std::siz
     const std::uint32_t* x = operands_.data() + first.a + k;
     for (std::size_t t = 0; t < k; ++t) {
         ws.layer_rows[t] = row(values_, x[t]) + s0;
-        ws.layer_row_grads[t] = row(grads_, x[t]) + s0;
+        ws.layer_row_grads[t] = tile_grad(ws, x[t]);
     }
     kernels::layer_backward(ws.layer_go.data(), ws.layer_coef.data(), ws.layer_rows.data(), ws.layer_row_grads.data(),
                             ws.layer_lanes.data(), dots, k, n, s0, batch_ / 4 * 4);
@@ -492,7 +507,7 @@ bool Tape::scaled_rows(Workspace& ws, double* lanes, const std::uint32_t* c, std
         ws.dot_coef.push_back(shared_values_[coef & ~kShared]);
         ws.dot_rows.push_back(row(values_, r) + s0);
         ws.dot_coef_lanes.push_back(lanes == nullptr ? nullptr : lanes + 4 * (first_slot + (w_shared ? k : n + k)));
-        ws.dot_row_grads.push_back(row(grads_, r) + s0);
+        ws.dot_row_grads.push_back(lanes == nullptr ? nullptr : tile_grad(ws, r));
     }
     return true;
 }
@@ -518,11 +533,13 @@ void Tape::run_chunks(std::size_t n_chunks, F&& f) {
     for (std::size_t t = 0; t < threads; ++t) {  // every allocation happens here, before any thread
         Workspace& ws = workspaces_[t];
         ws.scratch.resize(2 * kTile);
+        ws.grads.resize((std::size_t{zero_row_} + 1) * tile_stride());
         ws.dot_coef.reserve(max_dot_terms_);
         ws.dot_rows.reserve(max_dot_terms_);
         ws.dot_coef_lanes.reserve(max_dot_terms_);
         ws.dot_row_grads.reserve(max_dot_terms_);
         ws.layer_go.resize(max_layer_dots_);
+        ws.layer_out.resize(max_layer_dots_);
         ws.layer_coef.resize(max_layer_dots_ * max_layer_rows_);
         ws.layer_rows.resize(max_layer_rows_);
         ws.layer_row_grads.resize(max_layer_rows_);
@@ -566,8 +583,14 @@ bool Tape::forward_tile(Workspace& ws, std::size_t s0, std::size_t n, OnError on
     const auto value_at = [&](std::uint32_t operand) -> const double* {
         return (operand & kShared) != 0 ? &shared_values_[operand & ~kShared] : row(values_, operand) + s0;
     };
-    for (const Instruction& ins : program_) {
+    for (std::size_t i = 0; i < program_.size(); ++i) {
+        const Instruction& ins = program_[i];
         double* o = row(values_, ins.out) + s0;
+        if (ins.op == Op::Dot && layer_of_[i] != kNoLayer) {
+            const Layer& layer = layers_[layer_of_[i]];
+            if (i == layer.dots.front()) forward_layer(ws, layer, s0, n);  // all its dots at the first one's turn
+            continue;
+        }
         if (ins.op == Op::Sum) {
             std::fill_n(o, n, 0.0);
             const std::uint32_t* c = operands_.data() + ins.a;
@@ -653,11 +676,9 @@ bool Tape::forward_batch(const double* x, std::size_t batch, double* out, Replay
         // Allocate first, commit after: a failed allocation must not leave batch_ describing
         // buffers of another size.
         std::vector<double> values(rows * batch, 0.0);  // the zero row stays zero
-        std::vector<double> grads(rows * batch, 0.0);
         std::vector<double> shared_values(num_shared_, 0.0);
         std::vector<double> shared_grads(num_shared_, 0.0);
         values_.swap(values);
-        grads_.swap(grads);
         shared_values_.swap(shared_values);
         shared_grads_.swap(shared_grads);
         batch_ = batch;
@@ -706,14 +727,18 @@ bool Tape::forward_batch(const double* x, std::size_t batch, double* out, Replay
 void Tape::backward_batch(const double* seed, double* input_grads) {
     if (!have_batch_forward_) throw std::logic_error("backward_batch needs a successful forward_batch first");
     per_sample_ = false;
+    const std::size_t n_in = inputs_.size();
+    kept_rows_.clear();  // the inputs' rows (0 .. n_in - 1), if their grads are wanted
+    for (std::size_t i = 0; i < (input_grads != nullptr ? n_in : 0); ++i) {
+        kept_rows_.push_back(static_cast<std::uint32_t>(i));
+    }
     sweep_back(seed);
     for (std::size_t k = 0; k < num_shared_; ++k) {
         arena_.set_grad(leaves_[k], arena_.grad(leaves_[k]) + shared_grads_[k]);
     }
     if (input_grads != nullptr) {
-        const std::size_t n_in = inputs_.size();
         for (std::size_t i = 0; i < n_in; ++i) {
-            const double* g = row(grads_, static_cast<std::uint32_t>(i));
+            const double* g = kept_grads_.data() + i * batch_;
             for (std::size_t s = 0; s < batch_; ++s) input_grads[s * n_in + i] = g[s];
         }
         for (const std::size_t s : failed_) {
@@ -726,12 +751,20 @@ void Tape::backward_batch_per_sample(const double* seed, const std::vector<NodeI
     if (!have_batch_forward_) throw std::logic_error("backward_batch needs a successful forward_batch first");
     // Where each param's gradients will be: a shared leaf's row of per-sample grads, the row of an
     // input or of a node of the graph (its grads are the sweep's), or nowhere (0).
+    // A node's or input's grads are kept for the batch only if asked for (the sweep's are per tile).
     shared_rows_.assign(num_shared_ * batch_, 0.0);
+    std::unordered_map<NodeId, std::uint32_t> row_of;
+    for (std::uint32_t r = 0; r < row_node_.size(); ++r) row_of.emplace(row_node_[r], r);
+    std::unordered_map<NodeId, std::size_t> kept;  // node -> its index in kept_rows_
+    kept_rows_.clear();
+    for (const NodeId p : params) {
+        const auto it = row_of.find(p);
+        if (it != row_of.end() && kept.emplace(p, kept_rows_.size()).second) kept_rows_.push_back(it->second);
+    }
+    kept_grads_.assign(kept_rows_.size() * batch_, 0.0);  // before the sweep: its data() is used below
     std::unordered_map<NodeId, const double*> where;
     for (std::size_t k = 0; k < num_shared_; ++k) where.emplace(leaves_[k], shared_rows_.data() + k * batch_);
-    for (std::size_t r = 0; r < row_node_.size(); ++r) {
-        where.emplace(row_node_[r], row(grads_, static_cast<std::uint32_t>(r)));
-    }
+    for (const auto& [node, k] : kept) where.emplace(node, kept_grads_.data() + k * batch_);
     std::vector<const double*> source(params.size(), nullptr);
     for (std::size_t j = 0; j < params.size(); ++j) {
         const auto it = where.find(params[j]);
@@ -760,6 +793,7 @@ void Tape::sweep_back(const double* seed) {
     const std::size_t n_chunks = (batch + chunk - 1) / chunk;
     const std::size_t chunk_lanes = 4 * num_slots();
     if (!per_sample_) lanes_.assign(n_chunks * chunk_lanes, 0.0);
+    kept_grads_.resize(kept_rows_.size() * batch);
     const std::size_t n_roots = roots_.size();
     if (!per_sample_) {  // a shared root's grad is one scalar: its seeds first, as the sweep adds after
         for (std::size_t k = 0; k < n_roots; ++k) {
@@ -816,12 +850,12 @@ void Tape::sweep_back(const double* seed) {
 void Tape::back_tile(Workspace& ws, double* lanes, const double* seed, std::size_t s0, std::size_t n) {
     const std::size_t batch = batch_;
     const std::size_t n_rows = std::size_t{zero_row_} + 1;
-    for (std::size_t r = 0; r < n_rows; ++r) std::fill_n(row(grads_, static_cast<std::uint32_t>(r)) + s0, n, 0.0);
+    for (std::size_t r = 0; r < n_rows; ++r) std::fill_n(tile_grad(ws, static_cast<std::uint32_t>(r)), n, 0.0);
     const std::size_t n_roots = roots_.size();
     for (std::size_t k = 0; k < n_roots; ++k) {
         const std::uint32_t r = root_operand_[k];
         if ((r & kShared) != 0 && !per_sample_) continue;  // seeded in sweep_back
-        double* g = (r & kShared) != 0 ? shared_rows_.data() + (r & ~kShared) * batch + s0 : row(grads_, r) + s0;
+        double* g = (r & kShared) != 0 ? shared_rows_.data() + (r & ~kShared) * batch + s0 : tile_grad(ws, r);
         for (std::size_t j = 0; j < n; ++j) g[j] += seed != nullptr ? seed[(s0 + j) * n_roots + k] : 1.0;
     }
     const SharedReduce reduce{failed_.data(), failed_.size(), per_sample_, s0, batch / 4 * 4};
@@ -832,7 +866,7 @@ void Tape::back_tile(Workspace& ws, double* lanes, const double* seed, std::size
     // Where an operand's gradient goes: its row of grads, or, shared, its row of per-sample grads or
     // the lanes of this operand slot.
     const auto grad_at = [&](std::uint32_t operand, std::size_t slot) -> double* {
-        if ((operand & kShared) == 0) return row(grads_, operand) + s0;
+        if ((operand & kShared) == 0) return tile_grad(ws, operand);
         if (per_sample_) return shared_rows_.data() + (operand & ~kShared) * batch + s0;
         return lanes + 4 * slot;
     };
@@ -840,7 +874,7 @@ void Tape::back_tile(Workspace& ws, double* lanes, const double* seed, std::size
     double* scratch_a = ws.scratch.data();
     double* scratch_b = ws.scratch.data() + kTile;
     const auto back_dot = [&](const Instruction& ins) {
-        const double* go = row(grads_, ins.out) + s0;
+        const double* go = tile_grad(ws, ins.out);
         const std::uint32_t* c = operands_.data() + ins.a;
         const std::uint32_t k = ins.b / 2;
         const bool finite = all_finite(go, n);
@@ -863,7 +897,7 @@ void Tape::back_tile(Workspace& ws, double* lanes, const double* seed, std::size
     };
     for (std::size_t i = program_.size(); i-- > 0;) {
         const Instruction& ins = program_[i];
-        const double* go = row(grads_, ins.out) + s0;
+        const double* go = tile_grad(ws, ins.out);
         const std::uint32_t* c = operands_.data() + ins.a;
         if (ins.op == Op::Sum) {
             for (std::uint32_t k = 0; k < ins.b; ++k) {
@@ -917,6 +951,9 @@ void Tape::back_tile(Workspace& ws, double* lanes, const double* seed, std::size
                                                       GradOut<BS>{gb, scratch_b, &reduce}, n);
             });
         });
+    }
+    for (std::size_t k = 0; k < kept_rows_.size(); ++k) {
+        std::copy_n(tile_grad(ws, kept_rows_[k]), n, kept_grads_.data() + k * batch + s0);
     }
 }
 

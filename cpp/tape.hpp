@@ -155,25 +155,35 @@ class Tape {
     // that they allocate nothing.
     struct Workspace {
         std::vector<double> scratch;             // two rows of kTile: shared operands' gradients
+        std::vector<double> grads;               // the tile's grads: every row, tile_stride() apart
         std::vector<double> dot_coef;            // scaled_rows(): each term's shared value
         std::vector<const double*> dot_rows;     // ... each term's row
         std::vector<double*> dot_coef_lanes;     // ... each term's shared grad's lanes
         std::vector<double*> dot_row_grads;      // ... each term's row of grads
+        std::vector<double*> layer_out;          // forward_layer(): each dot's row of values
         std::vector<const double*> layer_go;     // back_layer(): each dot's row of output grads
         std::vector<double> layer_coef;          // ... each dot's weights, dot by dot
         std::vector<const double*> layer_rows;   // ... the rows the dots share
         std::vector<double*> layer_row_grads;    // ... and their grads
         std::vector<double*> layer_lanes;        // ... each weight's lanes, dot by dot
     };
+    // Grads live only while their tile is swept, in the thread's workspace, where they stay in cache:
+    // the backward pass reads the batch's values once and writes only the rows someone asked for
+    // (kept_rows_). Sample s0 + j of the tile is at index j.
+    std::size_t tile_stride() const { return std::min(kTile, batch_); }
+    double* tile_grad(Workspace& ws, std::uint32_t r) const { return ws.grads.data() + std::size_t{r} * tile_stride(); }
     // A layer: dots (instruction indexes, ascending) whose terms are all a shared weight times one
     // of the same distinct rows, with no other instruction between the first and the last reading
-    // those rows. Backward runs them together at the first one's turn, last dot first: the order
-    // in which each row's grad gains their terms is the one the dots one by one would give.
+    // those rows. Forward computes them all at the first one's turn: their rows are ready then, and
+    // nothing reads a dot's value before its own turn. Backward runs them together at the first
+    // one's turn (the last of theirs in the sweep), last dot first: the order in which each row's
+    // grad gains their terms is the one the dots one by one would give.
     struct Layer {
         std::vector<std::uint32_t> dots;
     };
     static constexpr std::uint32_t kNoLayer = 0xFFFFFFFFu;
     void find_layers();
+    void forward_layer(Workspace& ws, const Layer& layer, std::size_t s0, std::size_t n);
     // The layer's backward in one kernel when no sample failed and every output grad is finite;
     // false (nothing done) otherwise.
     bool back_layer(Workspace& ws, double* lanes, const Layer& layer, std::size_t s0, std::size_t n);
@@ -207,7 +217,8 @@ class Tape {
     std::uint32_t zero_row_ = 0;
     std::size_t batch_ = 0;
     std::vector<double> values_;
-    std::vector<double> grads_;
+    std::vector<std::uint32_t> kept_rows_;  // rows whose grads the sweep keeps for the whole batch ...
+    std::vector<double> kept_grads_;        // ... one batch-long row each, in kept_rows_' order
     std::vector<double> shared_values_;
     std::vector<double> shared_grads_;
     std::vector<double> tangent_;  // per row: forward-mode tangents (jvp; batch of them for jvp_batch)
