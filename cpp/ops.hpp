@@ -619,6 +619,18 @@ constexpr bool scales_grad<rules::Relu> = false;
 template <>
 constexpr bool scales_grad<rules::Select> = false;
 
+// Rules whose vjp reads none of its values (a, b, out), only g: batched replay keeps no row of values
+// for the backward pass of these. (Leaving a rule out only costs memory; a rule wrongly listed
+// here reads rows of NaN, which the batched-vs-eager tests would see.)
+template <class Rule>
+constexpr bool vjp_reads_values = !has_zero_derivative<Rule>;
+template <>
+constexpr bool vjp_reads_values<rules::Add> = false;
+template <>
+constexpr bool vjp_reads_values<rules::Sub> = false;
+template <>
+constexpr bool vjp_reads_values<rules::Neg> = false;
+
 inline int arity(Op op) {
     if (op == Op::Leaf || is_nary(op)) return 0;
     return visit_elementary(op, [](auto rule) { return decltype(rule)::arity; });

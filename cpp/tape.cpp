@@ -391,6 +391,53 @@ void Tape::compile() {
     zero_row_ = zero_row;
     max_dot_terms_ = max_dot_terms;
     find_layers();
+    mark_kept_values();
+}
+
+void Tape::mark_kept_values() {
+    std::vector<char> kept(std::size_t{zero_row_} + 1, 0);
+    const auto keep = [&](std::uint32_t operand) {
+        if ((operand & kShared) == 0) kept[operand] = 1;
+    };
+    for (std::uint32_t i = 0; i < inputs_.size(); ++i) keep(i);
+    keep(zero_row_);
+    for (const std::uint32_t r : root_operand_) keep(r);
+    for (const Instruction& ins : program_) {
+        const std::uint32_t* c = operands_.data() + ins.a;
+        if (ins.op == Op::Dot) {  // each term's partials are the other factor; the output is not read
+            for (std::uint32_t t = 0; t < ins.b; ++t) keep(c[t]);
+        } else if (ins.op == Op::LogSumExp) {
+            for (std::uint32_t t = 0; t < ins.b; ++t) keep(c[t]);
+            keep(ins.out);
+        } else if (!is_nary(ins.op)) {
+            visit_elementary(ins.op, [&](auto rule) {
+                if constexpr (vjp_reads_values<decltype(rule)>) {
+                    keep(ins.a);
+                    keep(ins.b);
+                    keep(ins.out);
+                }
+            });
+        }  // Sum: its vjp is g
+    }
+    kept_value_.swap(kept);
+}
+
+void Tape::layout_values(std::size_t batch) {
+    const std::size_t rows = std::size_t{zero_row_} + 1;
+    const auto n_kept = static_cast<std::size_t>(std::count(kept_value_.begin(), kept_value_.end(), 1));
+    std::vector<double> values(n_kept * batch, 0.0);  // the zero row stays zero
+    std::vector<double*> base(rows, nullptr);
+    std::vector<double> nan_row(batch, std::numeric_limits<double>::quiet_NaN());
+    const bool same_batch = batch == batch_ && value_base_.size() == rows;
+    std::size_t k = 0;
+    for (std::size_t r = 0; r < rows; ++r) {
+        if (kept_value_[r] == 0) continue;
+        base[r] = values.data() + k++ * batch;
+        if (same_batch && value_base_[r] != nullptr) std::copy_n(value_base_[r], batch, base[r]);
+    }
+    values_.swap(values);
+    value_base_.swap(base);
+    nan_row_.swap(nan_row);
 }
 
 void Tape::find_layers() {
@@ -458,12 +505,12 @@ void Tape::forward_layer(Workspace& ws, const Layer& layer, std::size_t s0, std:
     const std::size_t k = first.b / 2;
     for (std::size_t j = 0; j < dots; ++j) {
         const Instruction& d = program_[layer.dots[j]];
-        ws.layer_out[j] = row(values_, d.out) + s0;
+        ws.layer_out[j] = tile_value(ws, d.out, s0);
         const std::uint32_t* c = operands_.data() + d.a;
         for (std::size_t t = 0; t < k; ++t) ws.layer_coef[j * k + t] = shared_values_[c[t] & ~kShared];
     }
     const std::uint32_t* x = operands_.data() + first.a + k;
-    for (std::size_t t = 0; t < k; ++t) ws.layer_rows[t] = row(values_, x[t]) + s0;
+    for (std::size_t t = 0; t < k; ++t) ws.layer_rows[t] = tile_value(ws, x[t], s0);
     kernels::layer_forward(ws.layer_out.data(), ws.layer_coef.data(), ws.layer_rows.data(), dots, k, n);
 }
 
@@ -485,7 +532,7 @@ bool Tape::back_layer(Workspace& ws, double* lanes, const Layer& layer, std::siz
     }
     const std::uint32_t* x = operands_.data() + first.a + k;
     for (std::size_t t = 0; t < k; ++t) {
-        ws.layer_rows[t] = row(values_, x[t]) + s0;
+        ws.layer_rows[t] = after_forward(x[t], s0);
         ws.layer_row_grads[t] = tile_grad(ws, x[t]);
     }
     kernels::layer_backward(ws.layer_go.data(), ws.layer_coef.data(), ws.layer_rows.data(), ws.layer_row_grads.data(),
@@ -505,7 +552,7 @@ bool Tape::scaled_rows(Workspace& ws, double* lanes, const std::uint32_t* c, std
         const std::uint32_t coef = w_shared ? c[k] : c[n + k];
         const std::uint32_t r = w_shared ? c[n + k] : c[k];
         ws.dot_coef.push_back(shared_values_[coef & ~kShared]);
-        ws.dot_rows.push_back(row(values_, r) + s0);
+        ws.dot_rows.push_back(lanes == nullptr ? tile_value(ws, r, s0) : after_forward(r, s0));
         ws.dot_coef_lanes.push_back(lanes == nullptr ? nullptr : lanes + 4 * (first_slot + (w_shared ? k : n + k)));
         ws.dot_row_grads.push_back(lanes == nullptr ? nullptr : tile_grad(ws, r));
     }
@@ -534,6 +581,7 @@ void Tape::run_chunks(std::size_t n_chunks, F&& f) {
         Workspace& ws = workspaces_[t];
         ws.scratch.resize(2 * kTile);
         ws.grads.resize((std::size_t{zero_row_} + 1) * tile_stride());
+        ws.values.resize((std::size_t{zero_row_} + 1) * tile_stride());
         ws.dot_coef.reserve(max_dot_terms_);
         ws.dot_rows.reserve(max_dot_terms_);
         ws.dot_coef_lanes.reserve(max_dot_terms_);
@@ -581,11 +629,11 @@ void Tape::run_chunks(std::size_t n_chunks, F&& f) {
 bool Tape::forward_tile(Workspace& ws, std::size_t s0, std::size_t n, OnError on_error, std::vector<char>& failed,
                         ReplayError& error) {
     const auto value_at = [&](std::uint32_t operand) -> const double* {
-        return (operand & kShared) != 0 ? &shared_values_[operand & ~kShared] : row(values_, operand) + s0;
+        return (operand & kShared) != 0 ? &shared_values_[operand & ~kShared] : tile_value(ws, operand, s0);
     };
     for (std::size_t i = 0; i < program_.size(); ++i) {
         const Instruction& ins = program_[i];
-        double* o = row(values_, ins.out) + s0;
+        double* o = tile_value(ws, ins.out, s0);
         if (ins.op == Op::Dot && layer_of_[i] != kNoLayer) {
             const Layer& layer = layers_[layer_of_[i]];
             if (i == layer.dots.front()) forward_layer(ws, layer, s0, n);  // all its dots at the first one's turn
@@ -659,38 +707,8 @@ bool Tape::forward_tile(Workspace& ws, std::size_t s0, std::size_t n, OnError on
     return true;
 }
 
-bool Tape::forward_batch(const double* x, std::size_t batch, double* out, ReplayError& error, OnError on_error) {
-    // The core checks its own preconditions: a zero batch would leave every row pointer null.
-    if (batch == 0) throw std::invalid_argument("forward_batch needs a batch of at least one sample");
-    if (out == nullptr || (x == nullptr && !inputs_.empty())) {
-        throw std::invalid_argument("forward_batch needs input and output buffers");
-    }
-    if (program_.empty()) compile();
-    have_batch_forward_ = false;
-    failed_.clear();
-    if (batch != batch_) {
-        const std::size_t rows = std::size_t{zero_row_} + 1;
-        if (batch > std::numeric_limits<std::size_t>::max() / sizeof(double) / rows) {
-            throw std::length_error("arenagrad: the batch is too large for this graph");
-        }
-        // Allocate first, commit after: a failed allocation must not leave batch_ describing
-        // buffers of another size.
-        std::vector<double> values(rows * batch, 0.0);  // the zero row stays zero
-        std::vector<double> shared_values(num_shared_, 0.0);
-        std::vector<double> shared_grads(num_shared_, 0.0);
-        values_.swap(values);
-        shared_values_.swap(shared_values);
-        shared_grads_.swap(shared_grads);
-        batch_ = batch;
-    }
-    for (std::size_t k = 0; k < num_shared_; ++k) shared_values_[k] = arena_.value(leaves_[k]);
-    const std::size_t n_in = inputs_.size();
-    for (std::size_t i = 0; i < n_in; ++i) {
-        double* r = row(values_, static_cast<std::uint32_t>(i));
-        for (std::size_t s = 0; s < batch; ++s) r[s] = x[s * n_in + i];
-    }
-
-    std::vector<char> failed(on_error == OnError::Nan ? batch : 0, 0);  // per sample
+bool Tape::forward_chunks(OnError on_error, std::vector<char>& failed, ReplayError& error) {
+    const std::size_t batch = batch_;
     const std::size_t chunk = chunk_size(batch);
     const std::size_t n_chunks = (batch + chunk - 1) / chunk;
     std::vector<ReplayError> chunk_error(n_chunks);  // each chunk's first failure (OnError::Raise)
@@ -710,6 +728,42 @@ bool Tape::forward_batch(const double* x, std::size_t batch, double* out, Replay
             return false;
         }
     }
+    return true;
+}
+
+bool Tape::forward_batch(const double* x, std::size_t batch, double* out, ReplayError& error, OnError on_error) {
+    // The core checks its own preconditions: a zero batch would leave every row pointer null.
+    if (batch == 0) throw std::invalid_argument("forward_batch needs a batch of at least one sample");
+    if (out == nullptr || (x == nullptr && !inputs_.empty())) {
+        throw std::invalid_argument("forward_batch needs input and output buffers");
+    }
+    if (program_.empty()) compile();
+    have_batch_forward_ = false;
+    failed_.clear();
+    if (batch != batch_) {
+        const std::size_t rows = std::size_t{zero_row_} + 1;
+        if (batch > std::numeric_limits<std::size_t>::max() / sizeof(double) / rows) {
+            throw std::length_error("arenagrad: the batch is too large for this graph");
+        }
+        // Allocate first, commit after: a failed allocation must not leave batch_ describing
+        // buffers of another size.
+        std::vector<double> shared_values(num_shared_, 0.0);
+        std::vector<double> shared_grads(num_shared_, 0.0);
+        layout_values(batch);
+        shared_values_.swap(shared_values);
+        shared_grads_.swap(shared_grads);
+        batch_ = batch;
+    }
+    for (std::size_t k = 0; k < num_shared_; ++k) shared_values_[k] = arena_.value(leaves_[k]);
+    const std::size_t n_in = inputs_.size();
+    for (std::size_t i = 0; i < n_in; ++i) {
+        double* r = stored_row(static_cast<std::uint32_t>(i));
+        for (std::size_t s = 0; s < batch; ++s) r[s] = x[s * n_in + i];
+    }
+
+    std::vector<char> failed(on_error == OnError::Nan ? batch : 0, 0);  // per sample
+    last_on_error_ = on_error;
+    if (!forward_chunks(on_error, failed, error)) return false;
     for (std::size_t s = 0; s < failed.size(); ++s) {
         if (failed[s] != 0) failed_.push_back(s);
     }
@@ -861,7 +915,7 @@ void Tape::back_tile(Workspace& ws, double* lanes, const double* seed, std::size
     const SharedReduce reduce{failed_.data(), failed_.size(), per_sample_, s0, batch / 4 * 4};
     const std::size_t elementary_slots = operands_.size();
     const auto value_at = [&](std::uint32_t operand) -> const double* {
-        return (operand & kShared) != 0 ? &shared_values_[operand & ~kShared] : row(values_, operand) + s0;
+        return (operand & kShared) != 0 ? &shared_values_[operand & ~kShared] : after_forward(operand, s0);
     };
     // Where an operand's gradient goes: its row of grads, or, shared, its row of per-sample grads or
     // the lanes of this operand slot.
@@ -912,7 +966,7 @@ void Tape::back_tile(Workspace& ws, double* lanes, const double* seed, std::size
             continue;
         }
         if (ins.op == Op::LogSumExp) {
-            const double* o = row(values_, ins.out) + s0;
+            const double* o = after_forward(ins.out, s0);
             for (std::uint32_t k = 0; k < ins.b; ++k) {
                 const double* x = value_at(c[k]);
                 double* g = grad_at(c[k], ins.a + k);
@@ -939,7 +993,7 @@ void Tape::back_tile(Workspace& ws, double* lanes, const double* seed, std::size
         }
         const double* a = value_at(ins.a);
         const double* b = value_at(ins.b);
-        const double* o = row(values_, ins.out) + s0;
+        const double* o = after_forward(ins.out, s0);
         double* ga = grad_at(ins.a, elementary_slots + 2 * i);
         double* gb = grad_at(ins.b, elementary_slots + 2 * i + 1);
         with_kinds((ins.a & kShared) != 0, (ins.b & kShared) != 0, [&](auto as, auto bs) {
@@ -1029,7 +1083,7 @@ void Tape::jvp_batch(const double* tangents, double* out) {
                 });
             }
         } else if (ins.op == Op::LogSumExp) {
-            const double* o = row(values_, ins.out);
+            const double* o = after_forward(ins.out, 0);
             for (std::uint32_t k = 0; k < ins.b; ++k) {
                 if (!active(c[k])) continue;
                 const double* x = value_of(c[k]);  // a row: a shared leaf is never active
@@ -1038,7 +1092,7 @@ void Tape::jvp_batch(const double* tangents, double* out) {
                 });
             }
         } else {
-            const double* o = row(values_, ins.out);
+            const double* o = after_forward(ins.out, 0);
             with_kinds((ins.a & kShared) != 0, (ins.b & kShared) != 0, [&](auto as, auto bs) {
                 const In<decltype(as)::value> a{value_of(ins.a)};
                 const In<decltype(bs)::value> b{value_of(ins.b)};
@@ -1079,11 +1133,26 @@ bool Tape::is_shared_leaf(NodeId id) const {
            leaves_.begin() + static_cast<std::ptrdiff_t>(num_shared_);
 }
 
-const double* Tape::batch_values(NodeId id) const {
+const double* Tape::batch_values(NodeId id) {
     if (!have_batch_forward_) return nullptr;
     const auto it = std::find(row_node_.begin(), row_node_.end(), id);
     if (it == row_node_.end()) return nullptr;
-    return values_.data() + static_cast<std::size_t>(it - row_node_.begin()) * batch_;
+    const auto r = static_cast<std::size_t>(it - row_node_.begin());
+    if (value_base_[r] == nullptr) {
+        kept_value_[r] = 1;
+        try {
+            layout_values(batch_);  // the rows stored so far keep their values, the inputs' included
+        } catch (...) {
+            kept_value_[r] = 0;
+            throw;
+        }
+        // The same pass again, over the same inputs and shared values: it succeeded before, and it
+        // gives the same bits, so only the new row changes.
+        std::vector<char> failed(last_on_error_ == OnError::Nan ? batch_ : 0, 0);
+        ReplayError error;
+        forward_chunks(last_on_error_, failed, error);
+    }
+    return value_base_[r];
 }
 
 }  // namespace arenagrad

@@ -113,7 +113,9 @@ class Tape {
     void jvp_batch(const double* tangents, double* out);
     // The batch of values of a node of the graph after forward_batch (batch values), or null
     // when the node is not in the graph.
-    const double* batch_values(NodeId id) const;
+    // The first call for a node whose row is not stored (nothing after the forward pass needs it)
+    // runs the forward pass again, storing that row from then on.
+    const double* batch_values(NodeId id);
     // True for a leaf of the graph that is not an input (a parameter or constant): it has one value
     // shared by every sample, so no row.
     bool is_shared_leaf(NodeId id) const;
@@ -133,13 +135,23 @@ class Tape {
     static constexpr std::uint32_t kShared = 0x80000000u;
 
     void compile();
-    double operand_value(std::uint32_t operand, std::size_t sample) {
-        return (operand & kShared) != 0 ? shared_values_[operand & ~kShared] : row(values_, operand)[sample];
+    // Values: a row is stored for the whole batch only if something after the forward pass reads it
+    // (kept_value_: an input, a root, a value some vjp reads, or a row batch_values was asked for);
+    // every other row lives in the thread's workspace while its tile runs, so that a large batch
+    // does not stream every row through memory. value_base_[r] is a stored row's start, or null.
+    double* stored_row(std::uint32_t r) const { return value_base_[r]; }
+    // A stored row from sample s0 on, for the sweeps after the forward pass; a row that is not stored
+    // reads as NaN (no rule reads it: vjp_reads_values).
+    const double* after_forward(std::uint32_t r, std::size_t s0) const {
+        return value_base_[r] != nullptr ? value_base_[r] + s0 : nan_row_.data();
     }
-    double* row(std::vector<double>& buffer, std::uint32_t r) { return buffer.data() + std::size_t{r} * batch_; }
-    double* value_of(std::uint32_t operand) {
-        return (operand & kShared) != 0 ? &shared_values_[operand & ~kShared] : row(values_, operand);
+    double operand_value(std::uint32_t operand, std::size_t sample) const {
+        return (operand & kShared) != 0 ? shared_values_[operand & ~kShared] : after_forward(operand, sample)[0];
     }
+    const double* value_of(std::uint32_t operand) const {
+        return (operand & kShared) != 0 ? &shared_values_[operand & ~kShared] : after_forward(operand, 0);
+    }
+    void layout_values(std::size_t batch);  // (re)allocates the stored rows for kept_value_
     // Batched replay runs the program over tiles of kTile samples, so that a tile's rows stay in
     // cache from one instruction to the next (a multiple of 16, the kernels' block), and the tiles
     // of a chunk one after the other; chunks run on the machine's cores (see run_chunks). A chunk
@@ -156,6 +168,7 @@ class Tape {
     struct Workspace {
         std::vector<double> scratch;             // two rows of kTile: shared operands' gradients
         std::vector<double> grads;               // the tile's grads: every row, tile_stride() apart
+        std::vector<double> values;              // the tile's values of rows not stored, likewise
         std::vector<double> dot_coef;            // scaled_rows(): each term's shared value
         std::vector<const double*> dot_rows;     // ... each term's row
         std::vector<double*> dot_coef_lanes;     // ... each term's shared grad's lanes
@@ -172,6 +185,13 @@ class Tape {
     // (kept_rows_). Sample s0 + j of the tile is at index j.
     std::size_t tile_stride() const { return std::min(kTile, batch_); }
     double* tile_grad(Workspace& ws, std::uint32_t r) const { return ws.grads.data() + std::size_t{r} * tile_stride(); }
+    // Where the forward pass reads and writes row r for the tile from s0: its stored row or the tile's.
+    double* tile_value(Workspace& ws, std::uint32_t r, std::size_t s0) const {
+        return value_base_[r] != nullptr ? value_base_[r] + s0 : ws.values.data() + std::size_t{r} * tile_stride();
+    }
+    // Runs forward_tile over the whole batch on the threads; false with error set at the earliest
+    // failing chunk's first failure.
+    bool forward_chunks(OnError on_error, std::vector<char>& failed, ReplayError& error);
     // A layer: dots (instruction indexes, ascending) whose terms are all a shared weight times one
     // of the same distinct rows, with no other instruction between the first and the last reading
     // those rows. Forward computes them all at the first one's turn: their rows are ready then, and
@@ -183,6 +203,7 @@ class Tape {
     };
     static constexpr std::uint32_t kNoLayer = 0xFFFFFFFFu;
     void find_layers();
+    void mark_kept_values();
     void forward_layer(Workspace& ws, const Layer& layer, std::size_t s0, std::size_t n);
     // The layer's backward in one kernel when no sample failed and every output grad is finite;
     // false (nothing done) otherwise.
@@ -216,7 +237,11 @@ class Tape {
     std::size_t num_shared_ = 0;
     std::uint32_t zero_row_ = 0;
     std::size_t batch_ = 0;
-    std::vector<double> values_;
+    std::vector<double> values_;           // the stored rows, one batch-long row each
+    std::vector<double*> value_base_;      // per row: its stored row, or null
+    std::vector<char> kept_value_;         // per row: is it stored?
+    std::vector<double> nan_row_;          // batch NaNs: what after_forward() gives for a row not stored
+    OnError last_on_error_ = OnError::Raise;
     std::vector<std::uint32_t> kept_rows_;  // rows whose grads the sweep keeps for the whole batch ...
     std::vector<double> kept_grads_;        // ... one batch-long row each, in kept_rows_' order
     std::vector<double> shared_values_;

@@ -328,7 +328,7 @@ are exact on every replay.
             "Jacobian (on a tape of a recorded gradient: a Hessian) in one call.")
         .def(
             "batch_values",
-            [](const BoundTape& tape, py::handle value) {
+            [](BoundTape& tape, py::handle value) {
                 const NodeId id = node_arg(value, "value");
                 if (tape.is_shared_leaf(id)) {
                     throw py::value_error("no batch values: this Value is a shared leaf of the graph (a parameter or "

@@ -388,3 +388,32 @@ def test_a_layer_read_by_other_ops_between_its_neurons_keeps_the_bits() -> None:
         assert out[s] == total.data
         np.testing.assert_array_equal(input_grads[s], [v.grad for v in vs])
         np.testing.assert_array_equal(per_sample[s], [p.grad for w in ws for p in w])
+
+
+def test_batch_values_of_a_row_nothing_after_the_forward_pass_reads() -> None:
+    # A neuron's dot is read only by the bias add, whose vjp needs no values: batched replay does not
+    # store that row for the batch. Asking for it runs the pass again and stores it from then on.
+    w = [ag.Value(0.5), ag.Value(-1.25)]
+    b = ag.Value(0.125)
+    x = [ag.Value(0.0), ag.Value(0.0)]
+    d = ag.dot(w, x)
+    out = ((d + b) * 3.0).log()
+    tape = ag.Tape(out, x)
+
+    def eager(row: np.ndarray) -> tuple[float, float]:
+        dv = ag.dot([ag.Value(0.5), ag.Value(-1.25)], [ag.Value(float(v)) for v in row])
+        ov = (dv + ag.Value(0.125)) * 3.0
+        return dv.data, ov.log().data if ov.data > 0 else math.nan
+
+    rng = np.random.default_rng(5)
+    for n in (3, 300, 1100):  # one tile, two tiles, several chunks
+        X = rng.uniform(-1.0, 1.0, size=(n, 2))
+        got_out = tape.forward_batch(X, errors="nan")
+        tape.backward_batch()
+        got_d = tape.batch_values(d)
+        want = np.array([eager(row) for row in X])
+        np.testing.assert_array_equal(got_d, np.where(np.isnan(want[:, 1]), np.nan, want[:, 0]))
+        np.testing.assert_array_equal(got_out, want[:, 1])
+        # the stored rows are those of the same pass: outputs and input gradients are unchanged
+        np.testing.assert_array_equal(tape.forward_batch(X, errors="nan"), got_out)
+        np.testing.assert_array_equal(tape.batch_values(d), got_d)
