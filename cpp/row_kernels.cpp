@@ -31,6 +31,15 @@ void backward_tail(const double* go, const double* coef, const double* const* ro
     }
 }
 
+void layer_forward_tail(double* const* out, const double* coef, const double* const* rows, std::size_t dots,
+                        std::size_t k, std::size_t s, std::size_t n, const double* bias, double* const* biased) {
+    for (std::size_t j = 0; j < dots; ++j) {
+        sum_tail(out[j], coef + j * k, rows, k, s, n);
+        if (biased[j] == nullptr) continue;
+        for (std::size_t u = s; u < n; ++u) biased[j][u] = out[j][u] + bias[j];
+    }
+}
+
 constexpr std::size_t kBlock = 16;  // samples per block: 16 partial sums in registers
 
 #if defined(__GNUC__)
@@ -124,7 +133,7 @@ template <std::size_t L>
 template <std::size_t L, std::size_t JB, std::size_t SV>
 [[gnu::always_inline]] inline void layer_forward_block(double* const* out, const double* coef,
                                                        const double* const* rows, std::size_t k, std::size_t j0,
-                                                       std::size_t s) {
+                                                       std::size_t s, const double* bias, double* const* biased) {
     Vec<L> acc[JB][SV];
     _Pragma("GCC unroll 16")
     for (std::size_t j = 0; j < JB; ++j) {
@@ -146,28 +155,34 @@ template <std::size_t L, std::size_t JB, std::size_t SV>
     for (std::size_t j = 0; j < JB; ++j) {
         _Pragma("GCC unroll 16")
         for (std::size_t v = 0; v < SV; ++v) store<L>(out[j0 + j] + s + v * L, acc[j][v]);
+        if (biased[j0 + j] == nullptr) continue;
+        const double b = bias[j0 + j];
+        _Pragma("GCC unroll 16")
+        for (std::size_t v = 0; v < SV; ++v) store<L>(biased[j0 + j] + s + v * L, acc[j][v] + b);
     }
 }
 
 template <std::size_t L>
 [[gnu::always_inline]] inline void layer_forward_blocks(double* const* out, const double* coef,
                                                         const double* const* rows, std::size_t dots, std::size_t k,
-                                                        std::size_t n) {
+                                                        std::size_t n, const double* bias, double* const* biased) {
     constexpr std::size_t kDots = 4;
     constexpr std::size_t kSamples = 8;
     constexpr std::size_t kVectors = kSamples / L;
     std::size_t s = 0;
     for (; s + kSamples <= n; s += kSamples) {
         std::size_t j = 0;
-        for (; j + kDots <= dots; j += kDots) layer_forward_block<L, kDots, kVectors>(out, coef, rows, k, j, s);
+        for (; j + kDots <= dots; j += kDots) {
+            layer_forward_block<L, kDots, kVectors>(out, coef, rows, k, j, s, bias, biased);
+        }
         switch (dots - j) {
-            case 3: layer_forward_block<L, 3, kVectors>(out, coef, rows, k, j, s); break;
-            case 2: layer_forward_block<L, 2, kVectors>(out, coef, rows, k, j, s); break;
-            case 1: layer_forward_block<L, 1, kVectors>(out, coef, rows, k, j, s); break;
+            case 3: layer_forward_block<L, 3, kVectors>(out, coef, rows, k, j, s, bias, biased); break;
+            case 2: layer_forward_block<L, 2, kVectors>(out, coef, rows, k, j, s, bias, biased); break;
+            case 1: layer_forward_block<L, 1, kVectors>(out, coef, rows, k, j, s, bias, biased); break;
             default: break;
         }
     }
-    for (std::size_t j = 0; j < dots; ++j) sum_tail(out[j], coef + j * k, rows, k, s, n);
+    layer_forward_tail(out, coef, rows, dots, k, s, n, bias, biased);
 }
 
 // The rows' grads of a layer's backward, TB rows by SV vectors of samples at a time: each gains
@@ -303,8 +318,8 @@ void sum_baseline(double* out, const double* coef, const double* const* rows, st
     sum_blocks<2>(out, coef, rows, k, n);
 }
 void layer_forward_baseline(double* const* out, const double* coef, const double* const* rows, std::size_t dots,
-                            std::size_t k, std::size_t n) {
-    layer_forward_blocks<2>(out, coef, rows, dots, k, n);
+                            std::size_t k, std::size_t n, const double* bias, double* const* biased) {
+    layer_forward_blocks<2>(out, coef, rows, dots, k, n, bias, biased);
 }
 void layer_baseline(const double* const* go, const double* coef, const double* const* rows, double* const* row_grads,
                     double* const* coef_lanes, std::size_t dots, std::size_t k, std::size_t n, std::size_t s0,
@@ -340,8 +355,8 @@ void sum_baseline(double* out, const double* coef, const double* const* rows, st
     sum_tail(out, coef, rows, k, 0, n);
 }
 void layer_forward_baseline(double* const* out, const double* coef, const double* const* rows, std::size_t dots,
-                            std::size_t k, std::size_t n) {
-    for (std::size_t j = 0; j < dots; ++j) sum_tail(out[j], coef + j * k, rows, k, 0, n);
+                            std::size_t k, std::size_t n, const double* bias, double* const* biased) {
+    layer_forward_tail(out, coef, rows, dots, k, 0, n, bias, biased);
 }
 void backward_baseline(const double* go, const double* coef, const double* const* rows, double* const* row_grads,
                        double* const* coef_lanes, std::size_t k, std::size_t n, std::size_t s0, std::size_t full) {
@@ -365,8 +380,8 @@ __attribute__((target("avx2"))) void backward_avx2(const double* go, const doubl
 #ifdef ARENAGRAD_HAVE_AVX2
 __attribute__((target("avx2"))) void layer_forward_avx2(double* const* out, const double* coef,
                                                           const double* const* rows, std::size_t dots, std::size_t k,
-                                                          std::size_t n) {
-    layer_forward_blocks<4>(out, coef, rows, dots, k, n);
+                                                          std::size_t n, const double* bias, double* const* biased) {
+    layer_forward_blocks<4>(out, coef, rows, dots, k, n, bias, biased);
 }
 __attribute__((target("avx2"))) void layer_avx2(const double* const* go, const double* coef,
                                                   const double* const* rows, double* const* row_grads,
@@ -411,11 +426,11 @@ void scaled_row_sum_backward(const double* go, const double* coef, const double*
 }
 
 void layer_forward(double* const* out, const double* coef, const double* const* rows, std::size_t dots, std::size_t k,
-                   std::size_t n) {
+                   std::size_t n, const double* bias, double* const* biased) {
 #ifdef ARENAGRAD_HAVE_AVX2
-    if (use_avx2()) return layer_forward_avx2(out, coef, rows, dots, k, n);
+    if (use_avx2()) return layer_forward_avx2(out, coef, rows, dots, k, n, bias, biased);
 #endif
-    layer_forward_baseline(out, coef, rows, dots, k, n);
+    layer_forward_baseline(out, coef, rows, dots, k, n, bias, biased);
 }
 
 void layer_backward(const double* const* go, const double* coef, const double* const* rows, double* const* row_grads,

@@ -33,9 +33,10 @@ void scaled_row_sum_backward(const double* go, const double* coef, const double*
 
 // A layer: dots j = 0 .. J-1 that read the same K distinct rows, dot j's term k being
 // coef[j * K + k] * rows[k]. Its forward, out[j] as scaled_row_sum would give it, with each block of
-// the rows loaded once for several dots.
+// the rows loaded once for several dots. Where biased[j] is not null it also receives out[j] + bias[j]
+// (a neuron's bias add, done while the block is still in registers).
 void layer_forward(double* const* out, const double* coef, const double* const* rows, std::size_t dots, std::size_t k,
-                   std::size_t n);
+                   std::size_t n, const double* bias, double* const* biased);
 
 // The backward of all of them at once, for finite output grads go[j]:
 // row k's grad gains go[j][s] * coef[j * K + k] for j = J-1 down to 0 (the order in which the dots'

@@ -44,11 +44,15 @@ struct In {
 // batch / 4 * 4.
 void add_lanes(double* lane, const double* g, std::size_t s0, std::size_t n, std::size_t full) {
     const std::size_t body = full > s0 ? std::min(n, full - s0) / 4 * 4 : 0;
+    // Locals, kept in registers: summing into lane[] itself would make every add wait on a store, as
+    // the compiler cannot rule out that lane aliases g.
+    double acc[4] = {lane[0], lane[1], lane[2], lane[3]};
     std::size_t j = 0;
     for (; j < body; j += 4) {
-        for (std::size_t i = 0; i < 4; ++i) lane[i] += g[j + i];
+        for (std::size_t i = 0; i < 4; ++i) acc[i] += g[j + i];
     }
-    for (; j < n; ++j) lane[kernels::lane_of(s0 + j, full)] += g[j];
+    for (; j < n; ++j) acc[kernels::lane_of(s0 + j, full)] += g[j];
+    for (std::size_t i = 0; i < 4; ++i) lane[i] = acc[i];
 }
 
 double lane_total(const double* lane) { return (lane[0] + lane[1]) + (lane[2] + lane[3]); }
@@ -453,7 +457,7 @@ void Tape::find_layers() {
             for (const std::uint32_t d : current) layer_of[d] = static_cast<std::uint32_t>(layers.size());
             max_dots = std::max(max_dots, current.size());
             max_rows = std::max(max_rows, key.size());
-            layers.push_back({current});
+            layers.push_back({current, std::vector<std::uint32_t>(current.size(), kNoLayer)});
         }
         current.clear();
         key.clear();
@@ -493,6 +497,23 @@ void Tape::find_layers() {
         }
     }
     close();
+    // Each layer dot's first bias add: Add(its row, a shared leaf), in either order.
+    std::vector<char> fused(program_.size(), 0);
+    std::unordered_map<std::uint32_t, std::pair<std::uint32_t, std::uint32_t>> dot_of_row;  // -> (layer, j)
+    for (std::uint32_t l = 0; l < layers.size(); ++l) {
+        for (std::uint32_t j = 0; j < layers[l].dots.size(); ++j) dot_of_row[program_[layers[l].dots[j]].out] = {l, j};
+    }
+    for (std::uint32_t i = 0; i < program_.size(); ++i) {
+        const Instruction& ins = program_[i];
+        if (ins.op != Op::Add || ((ins.a & kShared) != 0) == ((ins.b & kShared) != 0)) continue;
+        const auto it = dot_of_row.find((ins.a & kShared) != 0 ? ins.b : ins.a);
+        if (it == dot_of_row.end()) continue;
+        std::uint32_t& bias_add = layers[it->second.first].bias_adds[it->second.second];
+        if (bias_add != kNoLayer) continue;
+        bias_add = i;
+        fused[i] = 1;
+    }
+    in_layer_forward_.swap(fused);
     layers_.swap(layers);
     layer_of_.swap(layer_of);
     max_layer_dots_ = max_dots;
@@ -508,10 +529,16 @@ void Tape::forward_layer(Workspace& ws, const Layer& layer, std::size_t s0, std:
         ws.layer_out[j] = tile_value(ws, d.out, s0);
         const std::uint32_t* c = operands_.data() + d.a;
         for (std::size_t t = 0; t < k; ++t) ws.layer_coef[j * k + t] = shared_values_[c[t] & ~kShared];
+        ws.layer_biased[j] = nullptr;
+        if (layer.bias_adds[j] == kNoLayer) continue;
+        const Instruction& add = program_[layer.bias_adds[j]];
+        ws.layer_bias[j] = shared_values_[((add.a & kShared) != 0 ? add.a : add.b) & ~kShared];
+        ws.layer_biased[j] = tile_value(ws, add.out, s0);
     }
     const std::uint32_t* x = operands_.data() + first.a + k;
     for (std::size_t t = 0; t < k; ++t) ws.layer_rows[t] = tile_value(ws, x[t], s0);
-    kernels::layer_forward(ws.layer_out.data(), ws.layer_coef.data(), ws.layer_rows.data(), dots, k, n);
+    kernels::layer_forward(ws.layer_out.data(), ws.layer_coef.data(), ws.layer_rows.data(), dots, k, n,
+                           ws.layer_bias.data(), ws.layer_biased.data());
 }
 
 bool Tape::back_layer(Workspace& ws, double* lanes, const Layer& layer, std::size_t s0, std::size_t n) {
@@ -588,6 +615,8 @@ void Tape::run_chunks(std::size_t n_chunks, F&& f) {
         ws.dot_row_grads.reserve(max_dot_terms_);
         ws.layer_go.resize(max_layer_dots_);
         ws.layer_out.resize(max_layer_dots_);
+        ws.layer_bias.resize(max_layer_dots_);
+        ws.layer_biased.resize(max_layer_dots_);
         ws.layer_coef.resize(max_layer_dots_ * max_layer_rows_);
         ws.layer_rows.resize(max_layer_rows_);
         ws.layer_row_grads.resize(max_layer_rows_);
@@ -639,6 +668,7 @@ bool Tape::forward_tile(Workspace& ws, std::size_t s0, std::size_t n, OnError on
             if (i == layer.dots.front()) forward_layer(ws, layer, s0, n);  // all its dots at the first one's turn
             continue;
         }
+        if (in_layer_forward_[i] != 0) continue;
         if (ins.op == Op::Sum) {
             std::fill_n(o, n, 0.0);
             const std::uint32_t* c = operands_.data() + ins.a;

@@ -174,6 +174,8 @@ class Tape {
         std::vector<double*> dot_coef_lanes;     // ... each term's shared grad's lanes
         std::vector<double*> dot_row_grads;      // ... each term's row of grads
         std::vector<double*> layer_out;          // forward_layer(): each dot's row of values
+        std::vector<double> layer_bias;          // ... each dot's bias
+        std::vector<double*> layer_biased;       // ... and its bias add's row (or null)
         std::vector<const double*> layer_go;     // back_layer(): each dot's row of output grads
         std::vector<double> layer_coef;          // ... each dot's weights, dot by dot
         std::vector<const double*> layer_rows;   // ... the rows the dots share
@@ -198,8 +200,11 @@ class Tape {
     // nothing reads a dot's value before its own turn. Backward runs them together at the first
     // one's turn (the last of theirs in the sweep), last dot first: the order in which each row's
     // grad gains their terms is the one the dots one by one would give.
+    // A dot's bias add (an Add of its row and a shared leaf, anywhere after it) runs in the layer's
+    // forward kernel too: its operands are ready at the layer's turn, and a + b is b + a bit for bit.
     struct Layer {
         std::vector<std::uint32_t> dots;
+        std::vector<std::uint32_t> bias_adds;  // per dot: its bias add's instruction, or kNoLayer
     };
     static constexpr std::uint32_t kNoLayer = 0xFFFFFFFFu;
     void find_layers();
@@ -252,6 +257,7 @@ class Tape {
     std::size_t max_dot_terms_ = 0;
     std::vector<Layer> layers_;
     std::vector<std::uint32_t> layer_of_;  // per instruction: its layer, or kNoLayer
+    std::vector<char> in_layer_forward_;   // per instruction: a bias add the layer's forward kernel runs
     std::size_t max_layer_dots_ = 0;
     std::size_t max_layer_rows_ = 0;
     // Per chunk, four lanes per operand slot (each n-ary operand, two per elementary instruction):
