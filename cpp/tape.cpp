@@ -513,7 +513,29 @@ void Tape::find_layers() {
         bias_add = i;
         fused[i] = 1;
     }
+    std::vector<std::uint32_t> readers(std::size_t{zero_row_} + 1, 0);
+    for (const Instruction& ins : program_) {
+        if (is_nary(ins.op)) {
+            for (std::uint32_t t = 0; t < ins.b; ++t) {
+                if ((operands_[ins.a + t] & kShared) == 0) ++readers[operands_[ins.a + t]];
+            }
+        } else {
+            for (const std::uint32_t operand : {ins.a, ins.b}) {
+                if ((operand & kShared) == 0) ++readers[operand];
+            }
+        }
+    }
+    for (const std::uint32_t r : root_operand_) {
+        if ((r & kShared) == 0) ++readers[r];
+    }
+    std::vector<char> fused_back(program_.size(), 0);
+    for (std::uint32_t i = 0; i < program_.size(); ++i) {
+        if (fused[i] == 0) continue;
+        const Instruction& ins = program_[i];
+        fused_back[i] = readers[(ins.a & kShared) != 0 ? ins.b : ins.a] == 1;
+    }
     in_layer_forward_.swap(fused);
+    in_layer_backward_.swap(fused_back);
     layers_.swap(layers);
     layer_of_.swap(layer_of);
     max_layer_dots_ = max_dots;
@@ -548,7 +570,11 @@ bool Tape::back_layer(Workspace& ws, double* lanes, const Layer& layer, std::siz
     const std::size_t k = first.b / 2;
     for (std::size_t j = 0; j < dots; ++j) {
         const Instruction& d = program_[layer.dots[j]];
-        const double* go = tile_grad(ws, d.out);
+        const std::uint32_t add = layer.bias_adds[j];
+        // The dot's grads are 0.0 + the add's (its only reader): the same numbers, except that a -0.0
+        // would be +0.0; the kernel only adds their products to sums that start at +0.0 and so can
+        // never be -0.0, which makes the sign of a zero go unseen.
+        const double* go = tile_grad(ws, add != kNoLayer && in_layer_backward_[add] != 0 ? program_[add].out : d.out);
         if (!all_finite(go, n)) return false;
         ws.layer_go[j] = go;
         const std::uint32_t* c = operands_.data() + d.a;
@@ -564,6 +590,12 @@ bool Tape::back_layer(Workspace& ws, double* lanes, const Layer& layer, std::siz
     }
     kernels::layer_backward(ws.layer_go.data(), ws.layer_coef.data(), ws.layer_rows.data(), ws.layer_row_grads.data(),
                             ws.layer_lanes.data(), dots, k, n, s0, batch_ / 4 * 4);
+    for (std::size_t j = 0; j < dots; ++j) {  // each fused bias's lanes gain its add's output grads
+        const std::uint32_t add = layer.bias_adds[j];
+        if (add == kNoLayer || in_layer_backward_[add] == 0) continue;
+        const bool bias_first = (program_[add].a & kShared) != 0;
+        add_lanes(lanes + 4 * (operands_.size() + 2 * add + (bias_first ? 0 : 1)), ws.layer_go[j], s0, n, batch_ / 4 * 4);
+    }
     return true;
 }
 
@@ -979,6 +1011,29 @@ void Tape::back_tile(Workspace& ws, double* lanes, const double* seed, std::size
             });
         }
     };
+    const auto back_elementary = [&](std::size_t i) {
+        const Instruction& ins = program_[i];
+        const double* a = value_at(ins.a);
+        const double* b = value_at(ins.b);
+        const double* o = after_forward(ins.out, s0);
+        const double* go = tile_grad(ws, ins.out);
+        double* ga = grad_at(ins.a, elementary_slots + 2 * i);
+        double* gb = grad_at(ins.b, elementary_slots + 2 * i + 1);
+        with_kinds((ins.a & kShared) != 0, (ins.b & kShared) != 0, [&](auto as, auto bs) {
+            constexpr bool AS = decltype(as)::value;
+            constexpr bool BS = decltype(bs)::value;
+            visit_elementary(ins.op, [&](auto rule) {
+                backward_rows<decltype(rule), AS, BS>(o, go, In<AS>{a}, In<BS>{b},
+                                                      GradOut<AS>{ga, scratch_a, &reduce},
+                                                      GradOut<BS>{gb, scratch_b, &reduce}, n);
+            });
+        });
+    };
+    // A bias add that is its dot's only reader is left to the layer's kernel (back_layer), which reads
+    // the add's output grads as the dot's: with shared grads summed in lanes, the order in which the
+    // slots are filled does not matter. Per-sample sweeps add into one row per shared leaf, in the
+    // sweep's order, so they take every instruction in turn.
+    const bool fuse_bias = !per_sample_ && failed_.empty();
     for (std::size_t i = program_.size(); i-- > 0;) {
         const Instruction& ins = program_[i];
         const double* go = tile_grad(ws, ins.out);
@@ -1017,24 +1072,16 @@ void Tape::back_tile(Workspace& ws, double* lanes, const double* seed, std::size
             const Layer& layer = layers_[layer_of_[i]];
             if (i != layer.dots.front()) continue;  // the layer runs at its first dot's turn
             if (!back_layer(ws, lanes, layer, s0, n)) {
+                for (std::size_t j = layer.dots.size(); j-- > 0;) {  // the bias adds it would have done first
+                    const std::uint32_t add = layer.bias_adds[j];
+                    if (fuse_bias && add != kNoLayer && in_layer_backward_[add] != 0) back_elementary(add);
+                }
                 for (std::size_t j = layer.dots.size(); j-- > 0;) back_dot(program_[layer.dots[j]]);
             }
             continue;
         }
-        const double* a = value_at(ins.a);
-        const double* b = value_at(ins.b);
-        const double* o = after_forward(ins.out, s0);
-        double* ga = grad_at(ins.a, elementary_slots + 2 * i);
-        double* gb = grad_at(ins.b, elementary_slots + 2 * i + 1);
-        with_kinds((ins.a & kShared) != 0, (ins.b & kShared) != 0, [&](auto as, auto bs) {
-            constexpr bool AS = decltype(as)::value;
-            constexpr bool BS = decltype(bs)::value;
-            visit_elementary(ins.op, [&](auto rule) {
-                backward_rows<decltype(rule), AS, BS>(o, go, In<AS>{a}, In<BS>{b},
-                                                      GradOut<AS>{ga, scratch_a, &reduce},
-                                                      GradOut<BS>{gb, scratch_b, &reduce}, n);
-            });
-        });
+        if (fuse_bias && in_layer_backward_[i] != 0) continue;  // the layer does it
+        back_elementary(i);
     }
     for (std::size_t k = 0; k < kept_rows_.size(); ++k) {
         std::copy_n(tile_grad(ws, kept_rows_[k]), n, kept_grads_.data() + k * batch + s0);

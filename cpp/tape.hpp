@@ -258,6 +258,7 @@ class Tape {
     std::vector<Layer> layers_;
     std::vector<std::uint32_t> layer_of_;  // per instruction: its layer, or kNoLayer
     std::vector<char> in_layer_forward_;   // per instruction: a bias add the layer's forward kernel runs
+    std::vector<char> in_layer_backward_;  // ... and whose backward back_layer() runs (its dot's only reader)
     std::size_t max_layer_dots_ = 0;
     std::size_t max_layer_rows_ = 0;
     // Per chunk, four lanes per operand slot (each n-ary operand, two per elementary instruction):

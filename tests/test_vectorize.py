@@ -417,3 +417,52 @@ def test_batch_values_of_a_row_nothing_after_the_forward_pass_reads() -> None:
         # the stored rows are those of the same pass: outputs and input gradients are unchanged
         np.testing.assert_array_equal(tape.forward_batch(X, errors="nan"), got_out)
         np.testing.assert_array_equal(tape.batch_values(d), got_d)
+
+
+@pytest.mark.parametrize("n", [5, 300, 1000])
+@pytest.mark.parametrize("bad_seed", [False, True])
+def test_bias_adds_run_by_the_layer_kernels_give_the_lane_sums(n: int, bad_seed: bool) -> None:
+    """Bias adds run inside a layer's kernels (forward always; backward where the add is its dot's only
+    reader) and give every parameter the fixed-order sum of its per-sample gradients, which the per-sample
+    sweep computes one instruction at a time. An infinite seed sends the layer back to the per-dot loops."""
+    rng = np.random.default_rng(n)
+    x = [ag.Value(0.0) for _ in range(3)]
+    W = [[ag.Value(float(v)) for v in row] for row in rng.normal(size=(5, 3))]
+    b = [ag.Value(float(v)) for v in rng.normal(size=5)]
+    c = ag.Value(0.5)
+    d = [ag.dot(w, x) for w in W]
+    outs = [
+        d[0] + b[0],  # fused both ways
+        b[1] + d[1],  # the bias first
+        d[2] + b[2],  # fused forward only: d[2] has a second reader
+        d[2] * 2.0,
+        d[3] + b[3],  # d[3] has two adds: the first is the fused one
+        d[3] + c,
+        d[4] + b[4],
+    ]
+    root = ag.sum([o.tanh() for o in outs])
+    tape = ag.Tape(root, x)
+    params = [p for row in W for p in row] + b + [c]
+    X = rng.uniform(-1.0, 1.0, size=(n, 3))
+    seed = np.full(n, 0.5)
+    if bad_seed:
+        seed[n // 2] = np.inf
+    tape.forward_batch(X)
+    per_sample = tape.backward_batch(seed, reduce="none", params=params)
+    for p in params:
+        p.grad = 0.0
+    tape.backward_batch(seed)
+    got = [p.grad for p in params]
+    want = [_lane_sum(per_sample[:, j]) for j in range(len(params))]
+    np.testing.assert_array_equal(got, want)
+    for s in (0, n - 1):  # and each row is that sample's eager backward
+        xs = [ag.Value(float(v)) for v in X[s]]
+        Ws = [[ag.Value(p.data) for p in row] for row in W]
+        bs = [ag.Value(p.data) for p in b]
+        cs = ag.Value(0.5)
+        ds = [ag.dot(w, xs) for w in Ws]
+        es = [ds[0] + bs[0], bs[1] + ds[1], ds[2] + bs[2], ds[2] * 2.0, ds[3] + bs[3], ds[3] + cs, ds[4] + bs[4]]
+        r = ag.sum([e.tanh() for e in es]) * float(seed[s])
+        r.backward()
+        eager = [p.grad for row in Ws for p in row] + [p.grad for p in bs] + [cs.grad]
+        np.testing.assert_array_equal(per_sample[s], eager)
