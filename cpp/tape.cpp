@@ -769,7 +769,25 @@ bool Tape::forward_tile(Workspace& ws, std::size_t s0, std::size_t n, OnError on
     return true;
 }
 
-bool Tape::forward_chunks(OnError on_error, std::vector<char>& failed, ReplayError& error) {
+// Inputs in and roots out tile by tile, on the tile's thread: the transposition of a large batch would
+// otherwise be a serial pass through memory before and after the parallel one.
+void Tape::copy_inputs(const double* x, std::size_t s0, std::size_t n) {
+    const std::size_t n_in = inputs_.size();
+    for (std::size_t i = 0; i < n_in; ++i) {
+        double* r = stored_row(static_cast<std::uint32_t>(i)) + s0;
+        for (std::size_t j = 0; j < n; ++j) r[j] = x[(s0 + j) * n_in + i];
+    }
+}
+
+void Tape::copy_roots(double* out, std::size_t s0, std::size_t n) const {
+    const std::size_t n_roots = roots_.size();
+    for (std::size_t k = 0; k < n_roots; ++k) {
+        for (std::size_t j = s0; j < s0 + n; ++j) out[j * n_roots + k] = operand_value(root_operand_[k], j);
+    }
+}
+
+bool Tape::forward_chunks(OnError on_error, std::vector<char>& failed, ReplayError& error, const double* x,
+                          double* out) {
     const std::size_t batch = batch_;
     const std::size_t chunk = chunk_size(batch);
     const std::size_t n_chunks = (batch + chunk - 1) / chunk;
@@ -778,10 +796,13 @@ bool Tape::forward_chunks(OnError on_error, std::vector<char>& failed, ReplayErr
     run_chunks(n_chunks, [&](std::size_t c, Workspace& ws) {
         const std::size_t end = std::min(batch, (c + 1) * chunk);
         for (std::size_t s0 = c * chunk; s0 < end; s0 += kTile) {
-            if (!forward_tile(ws, s0, std::min(kTile, end - s0), on_error, failed, chunk_error[c])) {
+            const std::size_t n = std::min(kTile, end - s0);
+            if (x != nullptr) copy_inputs(x, s0, n);
+            if (!forward_tile(ws, s0, n, on_error, failed, chunk_error[c])) {
                 chunk_failed[c] = 1;
                 return;
             }
+            if (out != nullptr) copy_roots(out, s0, n);
         }
     });
     for (std::size_t c = 0; c < n_chunks; ++c) {
@@ -817,22 +838,13 @@ bool Tape::forward_batch(const double* x, std::size_t batch, double* out, Replay
         batch_ = batch;
     }
     for (std::size_t k = 0; k < num_shared_; ++k) shared_values_[k] = arena_.value(leaves_[k]);
-    const std::size_t n_in = inputs_.size();
-    for (std::size_t i = 0; i < n_in; ++i) {
-        double* r = stored_row(static_cast<std::uint32_t>(i));
-        for (std::size_t s = 0; s < batch; ++s) r[s] = x[s * n_in + i];
-    }
-
     std::vector<char> failed(on_error == OnError::Nan ? batch : 0, 0);  // per sample
     last_on_error_ = on_error;
-    if (!forward_chunks(on_error, failed, error)) return false;
+    if (!forward_chunks(on_error, failed, error, x, out)) return false;
     for (std::size_t s = 0; s < failed.size(); ++s) {
         if (failed[s] != 0) failed_.push_back(s);
     }
     const std::size_t n_roots = roots_.size();
-    for (std::size_t k = 0; k < n_roots; ++k) {
-        for (std::size_t s = 0; s < batch; ++s) out[s * n_roots + k] = operand_value(root_operand_[k], s);
-    }
     for (const std::size_t s : failed_) {
         std::fill_n(out + s * n_roots, n_roots, std::numeric_limits<double>::quiet_NaN());
     }
@@ -844,19 +856,19 @@ void Tape::backward_batch(const double* seed, double* input_grads) {
     if (!have_batch_forward_) throw std::logic_error("backward_batch needs a successful forward_batch first");
     per_sample_ = false;
     const std::size_t n_in = inputs_.size();
-    kept_rows_.clear();  // the inputs' rows (0 .. n_in - 1), if their grads are wanted
-    for (std::size_t i = 0; i < (input_grads != nullptr ? n_in : 0); ++i) {
-        kept_rows_.push_back(static_cast<std::uint32_t>(i));
+    kept_rows_.clear();
+    {
+        struct Clear {  // even if the sweep throws: no later sweep may write there
+            double*& p;
+            ~Clear() { p = nullptr; }
+        } clear{input_grads_};
+        input_grads_ = input_grads;  // back_tile writes each tile's rows there
+        sweep_back(seed);
     }
-    sweep_back(seed);
     for (std::size_t k = 0; k < num_shared_; ++k) {
         arena_.set_grad(leaves_[k], arena_.grad(leaves_[k]) + shared_grads_[k]);
     }
     if (input_grads != nullptr) {
-        for (std::size_t i = 0; i < n_in; ++i) {
-            const double* g = kept_grads_.data() + i * batch_;
-            for (std::size_t s = 0; s < batch_; ++s) input_grads[s * n_in + i] = g[s];
-        }
         for (const std::size_t s : failed_) {
             std::fill_n(input_grads + s * n_in, n_in, std::numeric_limits<double>::quiet_NaN());
         }
@@ -1085,6 +1097,13 @@ void Tape::back_tile(Workspace& ws, double* lanes, const double* seed, std::size
     }
     for (std::size_t k = 0; k < kept_rows_.size(); ++k) {
         std::copy_n(tile_grad(ws, kept_rows_[k]), n, kept_grads_.data() + k * batch + s0);
+    }
+    if (input_grads_ != nullptr) {
+        const std::size_t n_in = inputs_.size();
+        for (std::size_t i = 0; i < n_in; ++i) {
+            const double* g = tile_grad(ws, static_cast<std::uint32_t>(i));
+            for (std::size_t j = 0; j < n; ++j) input_grads_[(s0 + j) * n_in + i] = g[j];
+        }
     }
 }
 

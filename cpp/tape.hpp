@@ -193,7 +193,11 @@ class Tape {
     }
     // Runs forward_tile over the whole batch on the threads; false with error set at the earliest
     // failing chunk's first failure.
-    bool forward_chunks(OnError on_error, std::vector<char>& failed, ReplayError& error);
+    // With x, each tile first copies its inputs from x; with out, it then copies its roots to out.
+    bool forward_chunks(OnError on_error, std::vector<char>& failed, ReplayError& error, const double* x = nullptr,
+                        double* out = nullptr);
+    void copy_inputs(const double* x, std::size_t s0, std::size_t n);
+    void copy_roots(double* out, std::size_t s0, std::size_t n) const;
     // A layer: dots (instruction indexes, ascending) whose terms are all a shared weight times one
     // of the same distinct rows, with no other instruction between the first and the last reading
     // those rows. Forward computes them all at the first one's turn: their rows are ready then, and
@@ -249,6 +253,7 @@ class Tape {
     OnError last_on_error_ = OnError::Raise;
     std::vector<std::uint32_t> kept_rows_;  // rows whose grads the sweep keeps for the whole batch ...
     std::vector<double> kept_grads_;        // ... one batch-long row each, in kept_rows_' order
+    double* input_grads_ = nullptr;         // backward_batch's input grads (batch rows), while it sweeps
     std::vector<double> shared_values_;
     std::vector<double> shared_grads_;
     std::vector<double> tangent_;  // per row: forward-mode tangents (jvp; batch of them for jvp_batch)
