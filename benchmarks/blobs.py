@@ -110,8 +110,9 @@ class Trainer:
     rtol: float = RTOL
     note: str = ""
     checks: Callable[[], str] | None = None  # engine-specific extra checks (untimed), raise on failure
-    # arenagrad only: its forward and backward passes alone, and the tape's row count (blobs_time)
-    passes: tuple[Callable[[], object], Callable[[], object], int] | None = None
+    # arenagrad only: its forward and backward passes alone, the tape's row count and its stored bytes per
+    # sample after a forward pass (blobs_time)
+    passes: tuple[Callable[[], object], Callable[[], object], int, Callable[[], int]] | None = None
 
 
 @dataclass
@@ -208,7 +209,7 @@ def make_arenagrad(data: BlobsData, es: EngineSet) -> Trainer:
         return text
 
     passes = (lambda: tape.forward_batch(batch), lambda: tape.backward_batch(inv_n),
-              tape.num_nodes + len(tape.inputs))
+              tape.num_nodes + len(tape.inputs), lambda: tape.batch_bytes_per_sample)
     return Trainer(AG_LABEL, step, evaluate, reset, checks=eager_check, passes=passes,
                    note=f"one sample's loss recorded once ({tape.num_nodes:,} nodes, {len(params)} "
                         f"parameters), samples as rows: forward_batch + zero_grad + backward_batch(1/n) + "
@@ -429,8 +430,8 @@ def run(cfg: Config, es: EngineSet) -> list[Result]:
     results.sort(key=lambda res: order[res.metric])  # stable: rows keep their engine order
     ag_trainer = next((t for t in trainers if t.passes is not None), None)
     if ag_trainer is not None and ag_trainer.passes is not None:
-        forward, backward, n_rows = ag_trainer.passes
-        results += blobs_time.measure(forward, backward, data.n, n_rows, LAYERS, cfg.repeat)
+        forward, backward, n_rows, stored = ag_trainer.passes
+        results += blobs_time.measure(forward, backward, data.n, n_rows, stored, LAYERS, cfg.repeat)
     return results
 
 

@@ -120,6 +120,9 @@ class Tape {
     // shared by every sample, so no row.
     bool is_shared_leaf(NodeId id) const;
     std::size_t batch() const { return batch_; }
+    // Rows of values stored for the whole batch (see value_base_): the tape's memory per sample is
+    // 8 bytes each; tile workspaces are per thread, not per sample.
+    std::size_t stored_rows() const { return batch_ == 0 ? 0 : values_.size() / batch_; }
 
   private:
     Tape(Arena& arena, std::vector<NodeId> roots, std::vector<NodeId> inputs, bool every_input_used);

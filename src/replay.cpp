@@ -363,6 +363,12 @@ are exact on every replay.
                                    return out;
                                })
         .def_property_readonly("num_nodes", &BoundTape::num_nodes, "Non-leaf nodes in the recorded graph.")
+        .def_property_readonly(
+            "batch_bytes_per_sample", [](const BoundTape& tape) { return 8 * tape.stored_rows(); },
+            "Bytes per sample that batched replay keeps between forward_batch and backward_batch (0 before "
+            "the first forward_batch): 8 for each node whose values something later reads (an input, a "
+            "root, a value some derivative needs, a node asked of batch_values). Every other node's values, "
+            "and every gradient, live only while its tile of 256 samples runs, in per-thread buffers.")
         .def_property_readonly("num_leaves", &BoundTape::num_leaves, "Leaves of the recorded graph, inputs included.");
 
     py::class_<ParamGroup>(m, "ParamGroup", R"doc(

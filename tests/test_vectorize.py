@@ -399,6 +399,7 @@ def test_batch_values_of_a_row_nothing_after_the_forward_pass_reads() -> None:
     d = ag.dot(w, x)
     out = ((d + b) * 3.0).log()
     tape = ag.Tape(out, x)
+    assert tape.batch_bytes_per_sample == 0
 
     def eager(row: np.ndarray) -> tuple[float, float]:
         dv = ag.dot([ag.Value(0.5), ag.Value(-1.25)], [ag.Value(float(v)) for v in row])
@@ -410,7 +411,11 @@ def test_batch_values_of_a_row_nothing_after_the_forward_pass_reads() -> None:
         X = rng.uniform(-1.0, 1.0, size=(n, 2))
         got_out = tape.forward_batch(X, errors="nan")
         tape.backward_batch()
+        # Stored: the 2 inputs, the row of zeros, d + b and the product (Mul's vjp reads its operand and
+        # output) and the root (Log's). Not d, until batch_values asks for it.
+        before = tape.batch_bytes_per_sample
         got_d = tape.batch_values(d)
+        assert before == 8 * (6 if n == 3 else 7) and tape.batch_bytes_per_sample == 8 * 7
         want = np.array([eager(row) for row in X])
         np.testing.assert_array_equal(got_d, np.where(np.isnan(want[:, 1]), np.nan, want[:, 0]))
         np.testing.assert_array_equal(got_out, want[:, 1])
