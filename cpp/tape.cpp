@@ -15,6 +15,7 @@
 #include <unordered_set>
 
 #include "row_kernels.hpp"
+#include "worker_pool.hpp"
 
 namespace arenagrad {
 
@@ -663,25 +664,14 @@ void Tape::run_chunks(std::size_t n_chunks, F&& f) {
     std::atomic<std::size_t> next{0};
     std::mutex failure_lock;
     std::exception_ptr failure;
-    const auto work = [&](Workspace& ws) {
+    run_on_workers(threads, [&](std::size_t worker) {
         try {
-            for (std::size_t c = next++; c < n_chunks; c = next++) f(c, ws);
+            for (std::size_t c = next++; c < n_chunks; c = next++) f(c, workspaces_[worker]);
         } catch (...) {
             const std::lock_guard<std::mutex> hold(failure_lock);
             if (!failure) failure = std::current_exception();
         }
-    };
-    std::vector<std::thread> helpers;
-    helpers.reserve(threads - 1);
-    for (std::size_t t = 1; t < threads; ++t) {
-        try {
-            helpers.emplace_back(work, std::ref(workspaces_[t]));
-        } catch (const std::system_error&) {
-            break;  // no more threads to be had: the ones running share the chunks
-        }
-    }
-    work(workspaces_[0]);
-    for (std::thread& h : helpers) h.join();
+    });
     if (failure) std::rethrow_exception(failure);
 }
 

@@ -472,3 +472,34 @@ def test_bias_adds_run_by_the_layer_kernels_give_the_lane_sums(n: int, bad_seed:
         r.backward()
         eager = [p.grad for row in Ws for p in row] + [p.grad for p in bs] + [cs.grad]
         np.testing.assert_array_equal(per_sample[s], eager)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_forked_child_runs_batched_replay_on_its_own_threads() -> None:
+    """Batched replay's threads are kept for the process; a fork's child has none of them and must start
+    its own rather than wait for its parent's."""
+    import time
+    import warnings
+
+    x = ag.Value(0.0)
+    w = ag.Value(0.5)
+    tape = ag.Tape((x * w).tanh(), [x])
+    X = np.linspace(-1.0, 1.0, 3000).reshape(-1, 1)  # several chunks: the pool runs
+    want = tape.forward_batch(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # Python 3.12+: fork() of a threaded process
+        pid = os.fork()
+    if pid == 0:  # the child
+        ok = np.array_equal(tape.forward_batch(X), want)
+        os._exit(0 if ok else 1)
+    deadline = time.monotonic() + 60.0
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done != 0:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child's batched replay hung")
+        time.sleep(0.01)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -4,12 +4,15 @@
 #include <cstdio>
 #include <cstdlib>
 #include <algorithm>
+#include <atomic>
 #include <stdexcept>
+#include <thread>
 #include <vector>
 
 #include "arena.hpp"
 #include "optimizer.hpp"
 #include "tape.hpp"
+#include "worker_pool.hpp"
 
 using arenagrad::Arena;
 using arenagrad::NodeId;
@@ -216,6 +219,29 @@ void test_param_group_sgd() {
     CHECK(arena.refcount(p) == 1);
 }
 
+// Every item is done exactly once, whoever runs it: with more workers than cores, with two callers at
+// once (one of them then works alone), and with jobs of different sizes one after another.
+void test_worker_pool_does_all_the_work() {
+    const auto run = [](std::size_t workers, std::size_t items) {
+        std::vector<std::atomic<int>> done(items);
+        std::atomic<std::size_t> next{0};
+        arenagrad::run_on_workers(workers, [&](std::size_t) {
+            for (std::size_t i = next++; i < items; i = next++) ++done[i];
+        });
+        return std::all_of(done.begin(), done.end(), [](const std::atomic<int>& d) { return d == 1; });
+    };
+    bool ok = true;
+    for (std::size_t workers : {1, 2, 5, 3, 1, 8}) ok = ok && run(workers, 1000);
+    std::atomic<bool> both{true};
+    std::thread other([&] {
+        for (int k = 0; k < 200; ++k) both = both && run(3, 257);
+    });
+    for (int k = 0; k < 200; ++k) ok = ok && run(2, 311);
+    other.join();
+    CHECK(ok);
+    CHECK(both);
+}
+
 }  // namespace
 
 int main() {
@@ -228,6 +254,7 @@ int main() {
     test_logsumexp_is_stable_and_replays();
     test_tape_replays_scalar_and_batched();
     test_param_group_sgd();
+    test_worker_pool_does_all_the_work();
     if (failures != 0) {
         std::fprintf(stderr, "%d check(s) failed\n", failures);
         return EXIT_FAILURE;
