@@ -154,8 +154,9 @@ def analysis(results: list[Result]) -> list[str]:
         verdict + "the layer kernels keep blocks of 4 neurons x 8 samples (forward, and the rows' gradients) "
         "and 3 x 3 weights' four-lane sums (backward) in registers, with bias adds folded in; without FMA "
         "contraction (which would change the bits) each multiply-add is two floating-point instructions, "
-        "where the matrix product issues one fused multiply-add. The rest is a tile's bookkeeping (zeroing "
-        "its gradients, lane sums, the loss's exp and log) and starting the second thread twice per step.",
+        "where the matrix product issues one fused multiply-add. The rest is a tile's bookkeeping "
+        "(zeroing its gradients, lane sums, the loss's exp and log) and handing work to the second thread "
+        "twice a step.",
         "",
     ]
     return lines
