@@ -58,6 +58,20 @@ void add_lanes(double* lane, const double* g, std::size_t s0, std::size_t n, std
 
 double lane_total(const double* lane) { return (lane[0] + lane[1]) + (lane[2] + lane[3]); }
 
+// Sets a variable for the length of a scope and puts its old value back on leaving, by an exception too.
+template <class T>
+class ScopedSet {
+  public:
+    ScopedSet(T& target, T value) : target_(target), old_(target) { target_ = value; }
+    ~ScopedSet() { target_ = old_; }
+    ScopedSet(const ScopedSet&) = delete;
+    ScopedSet& operator=(const ScopedSet&) = delete;
+
+  private:
+    T& target_;
+    T old_;
+};
+
 // How a shared operand's per-sample gradients (a scratch row of one tile, clobbered) reach their
 // target: in a per-sample sweep its row (added in the order eager backward adds them, so each row
 // is that sample's gradient bit for bit); otherwise its four lanes, less the samples that failed.
@@ -507,7 +521,7 @@ void Tape::find_layers() {
     for (std::uint32_t i = 0; i < program_.size(); ++i) {
         const Instruction& ins = program_[i];
         if (ins.op != Op::Add || ((ins.a & kShared) != 0) == ((ins.b & kShared) != 0)) continue;
-        const auto it = dot_of_row.find((ins.a & kShared) != 0 ? ins.b : ins.a);
+        const auto it = dot_of_row.find(biased_row(ins));
         if (it == dot_of_row.end()) continue;
         std::uint32_t& bias_add = layers[it->second.first].bias_adds[it->second.second];
         if (bias_add != kNoLayer) continue;
@@ -532,8 +546,7 @@ void Tape::find_layers() {
     std::vector<char> fused_back(program_.size(), 0);
     for (std::uint32_t i = 0; i < program_.size(); ++i) {
         if (fused[i] == 0) continue;
-        const Instruction& ins = program_[i];
-        fused_back[i] = readers[(ins.a & kShared) != 0 ? ins.b : ins.a] == 1;
+        fused_back[i] = readers[biased_row(program_[i])] == 1;
     }
     in_layer_forward_.swap(fused);
     in_layer_backward_.swap(fused_back);
@@ -555,7 +568,8 @@ void Tape::forward_layer(Workspace& ws, const Layer& layer, std::size_t s0, std:
         ws.layer_biased[j] = nullptr;
         if (layer.bias_adds[j] == kNoLayer) continue;
         const Instruction& add = program_[layer.bias_adds[j]];
-        ws.layer_bias[j] = shared_values_[((add.a & kShared) != 0 ? add.a : add.b) & ~kShared];
+        const std::uint32_t bias = biased_row(add) == add.a ? add.b : add.a;
+        ws.layer_bias[j] = shared_values_[bias & ~kShared];
         ws.layer_biased[j] = tile_value(ws, add.out, s0);
     }
     const std::uint32_t* x = operands_.data() + first.a + k;
@@ -594,8 +608,8 @@ bool Tape::back_layer(Workspace& ws, double* lanes, const Layer& layer, std::siz
     for (std::size_t j = 0; j < dots; ++j) {  // each fused bias's lanes gain its add's output grads
         const std::uint32_t add = layer.bias_adds[j];
         if (add == kNoLayer || in_layer_backward_[add] == 0) continue;
-        const bool bias_first = (program_[add].a & kShared) != 0;
-        add_lanes(lanes + 4 * (operands_.size() + 2 * add + (bias_first ? 0 : 1)), ws.layer_go[j], s0, n, batch_ / 4 * 4);
+        const bool bias_first = biased_row(program_[add]) == program_[add].b;
+        add_lanes(lanes + 4 * elementary_slot(add, bias_first ? 0 : 1), ws.layer_go[j], s0, n, batch_ / 4 * 4);
     }
     return true;
 }
@@ -848,11 +862,7 @@ void Tape::backward_batch(const double* seed, double* input_grads) {
     const std::size_t n_in = inputs_.size();
     kept_rows_.clear();
     {
-        struct Clear {  // even if the sweep throws: no later sweep may write there
-            double*& p;
-            ~Clear() { p = nullptr; }
-        } clear{input_grads_};
-        input_grads_ = input_grads;  // back_tile writes each tile's rows there
+        const ScopedSet<double*> into(input_grads_, input_grads);  // back_tile writes each tile's rows there
         sweep_back(seed);
     }
     for (std::size_t k = 0; k < num_shared_; ++k) {
@@ -867,9 +877,9 @@ void Tape::backward_batch(const double* seed, double* input_grads) {
 
 void Tape::backward_batch_per_sample(const double* seed, const std::vector<NodeId>& params, double* out) {
     if (!have_batch_forward_) throw std::logic_error("backward_batch needs a successful forward_batch first");
-    // Where each param's gradients will be: a shared leaf's row of per-sample grads, the row of an
-    // input or of a node of the graph (its grads are the sweep's), or nowhere (0).
-    // A node's or input's grads are kept for the batch only if asked for (the sweep's are per tile).
+    // Where each param's gradients will be: a shared leaf's row of per-sample grads, a row the sweep
+    // keeps for an input or a node of the graph (kept_rows_: the sweep's own are per tile), or nowhere
+    // (0).
     shared_rows_.assign(num_shared_ * batch_, 0.0);
     std::unordered_map<NodeId, std::uint32_t> row_of;
     for (std::uint32_t r = 0; r < row_node_.size(); ++r) row_of.emplace(row_node_[r], r);
@@ -888,13 +898,8 @@ void Tape::backward_batch_per_sample(const double* seed, const std::vector<NodeI
         const auto it = where.find(params[j]);
         if (it != where.end()) source[j] = it->second;
     }
-    struct PerSample {  // shared grads are rows only while the sweep runs, even if it throws
-        bool& flag;
-        explicit PerSample(bool& f) : flag(f) { flag = true; }
-        ~PerSample() { flag = false; }
-    };
     {
-        const PerSample guard(per_sample_);
+        const ScopedSet<bool> per_sample(per_sample_, true);  // shared grads are rows only for this sweep
         sweep_back(seed);
     }
     const std::size_t n = params.size();
@@ -911,7 +916,6 @@ void Tape::sweep_back(const double* seed) {
     const std::size_t n_chunks = (batch + chunk - 1) / chunk;
     const std::size_t chunk_lanes = 4 * num_slots();
     if (!per_sample_) lanes_.assign(n_chunks * chunk_lanes, 0.0);
-    kept_grads_.resize(kept_rows_.size() * batch);
     const std::size_t n_roots = roots_.size();
     if (!per_sample_) {  // a shared root's grad is one scalar: its seeds first, as the sweep adds after
         for (std::size_t k = 0; k < n_roots; ++k) {
@@ -933,7 +937,6 @@ void Tape::sweep_back(const double* seed) {
     if (per_sample_) return;
     // Each shared operand's lanes into its leaf's grad, in the order the untiled sweep added them:
     // instructions last to first, operands in the order their rule gives them.
-    const std::size_t elementary_slots = operands_.size();
     for (std::size_t i = program_.size(); i-- > 0;) {
         const Instruction& ins = program_[i];
         const std::uint32_t* c = operands_.data() + ins.a;
@@ -954,11 +957,11 @@ void Tape::sweep_back(const double* seed) {
         } else if (is_nary(ins.op)) {
             for (std::uint32_t t = 0; t < ins.b; ++t) add(c[t], ins.a + t);
         } else {
-            add(ins.a, elementary_slots + 2 * i);
+            add(ins.a, elementary_slot(i, 0));
             const std::size_t reduced = visit_elementary(ins.op, [](auto rule) {
                 return std::size_t{differentiable_inputs<decltype(rule)>()};
             });
-            if (reduced == 2) add(ins.b, elementary_slots + 2 * i + 1);
+            if (reduced == 2) add(ins.b, elementary_slot(i, 1));
         }
     }
 }
@@ -977,7 +980,6 @@ void Tape::back_tile(Workspace& ws, double* lanes, const double* seed, std::size
         for (std::size_t j = 0; j < n; ++j) g[j] += seed != nullptr ? seed[(s0 + j) * n_roots + k] : 1.0;
     }
     const SharedReduce reduce{failed_.data(), failed_.size(), per_sample_, s0, batch / 4 * 4};
-    const std::size_t elementary_slots = operands_.size();
     const auto value_at = [&](std::uint32_t operand) -> const double* {
         return (operand & kShared) != 0 ? &shared_values_[operand & ~kShared] : after_forward(operand, s0);
     };
@@ -1019,8 +1021,8 @@ void Tape::back_tile(Workspace& ws, double* lanes, const double* seed, std::size
         const double* b = value_at(ins.b);
         const double* o = after_forward(ins.out, s0);
         const double* go = tile_grad(ws, ins.out);
-        double* ga = grad_at(ins.a, elementary_slots + 2 * i);
-        double* gb = grad_at(ins.b, elementary_slots + 2 * i + 1);
+        double* ga = grad_at(ins.a, elementary_slot(i, 0));
+        double* gb = grad_at(ins.b, elementary_slot(i, 1));
         with_kinds((ins.a & kShared) != 0, (ins.b & kShared) != 0, [&](auto as, auto bs) {
             constexpr bool AS = decltype(as)::value;
             constexpr bool BS = decltype(bs)::value;

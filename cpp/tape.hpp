@@ -186,8 +186,8 @@ class Tape {
         std::vector<double*> layer_lanes;        // ... each weight's lanes, dot by dot
     };
     // Grads live only while their tile is swept, in the thread's workspace, where they stay in cache:
-    // the backward pass reads the batch's values once and writes only the rows someone asked for
-    // (kept_rows_). Sample s0 + j of the tile is at index j.
+    // the backward pass reads the batch's values once and writes back only the rows someone asked for
+    // (kept_rows_, and the inputs' into backward_batch's output). Sample s0 + j of the tile is at j.
     std::size_t tile_stride() const { return std::min(kTile, batch_); }
     double* tile_grad(Workspace& ws, std::uint32_t r) const { return ws.grads.data() + std::size_t{r} * tile_stride(); }
     // Where the forward pass reads and writes row r for the tile from s0: its stored row or the tile's.
@@ -228,9 +228,15 @@ class Tape {
     void sweep_back(const double* seed);  // backward_batch's sweep, chunk by chunk
     void back_tile(Workspace& ws, double* lanes, const double* seed, std::size_t s0, std::size_t n);
     std::size_t num_slots() const { return operands_.size() + 2 * program_.size(); }
+    // The lane slot of operand k (0 or 1) of elementary instruction i: after the n-ary operands' slots.
+    std::size_t elementary_slot(std::size_t i, std::size_t k) const { return operands_.size() + 2 * i + k; }
+    // A bias add (an Add of a row and a shared leaf, in either order): the row it reads.
+    static std::uint32_t biased_row(const Instruction& add) { return (add.a & kShared) != 0 ? add.b : add.a; }
     // True when every term of the dot with operands c (n terms, their lane slots from first_slot)
     // is a shared leaf times a row; then ws's dot vectors hold, term by term, the leaf's value and
-    // lanes (in lanes) and the row's values and grads from sample s0 on.
+    // the row's values from sample s0 on, and, for a backward pass (lanes not null), the leaf's lanes
+    // and the row's tile of grads. The forward pass (lanes null) reads its rows where forward_tile
+    // writes them (tile_value).
     bool scaled_rows(Workspace& ws, double* lanes, const std::uint32_t* c, std::uint32_t n, std::size_t s0,
                      std::size_t first_slot);
 
