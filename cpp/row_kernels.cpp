@@ -138,7 +138,7 @@ template <std::size_t L, std::size_t JB, std::size_t SV>
     _Pragma("GCC unroll 16")
     for (std::size_t j = 0; j < JB; ++j) {
         _Pragma("GCC unroll 16")
-        for (std::size_t v = 0; v < SV; ++v) acc[j][v] = Vec<L>{} ;
+        for (std::size_t v = 0; v < SV; ++v) acc[j][v] = Vec<L>{};
     }
     for (std::size_t t = 0; t < k; ++t) {
         Vec<L> x[SV];
