@@ -111,11 +111,12 @@ inline Eval ok(double v) { return {v, Status::Ok}; }
 // AnyGrad is that rule; FiniteGrad is the same rule for a g known to be finite, where it is a
 // plain product, and lets the backward sweep skip the test for every term of a finite grad.
 struct AnyGrad {
-    // Written as a select of two comparisons (g - g is 0 exactly when g is finite) so that the
-    // batched replay's loops over samples stay vectorized.
+    // Where p == 0, g * p is NaN exactly when g is not finite. Tested on the product, which is
+    // computed anyway, so that the batched replay's loops over samples vectorize: GCC will not
+    // if-convert a second floating-point operation (g - g) that could trap.
     static double scale(double g, double p) {
         const double r = g * p;
-        return (p == 0.0) & (g - g != 0.0) ? 0.0 : r;
+        return r != r && p == 0.0 ? 0.0 : r;
     }
 };
 struct FiniteGrad {
