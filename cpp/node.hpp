@@ -27,6 +27,7 @@ class RecordError : public std::runtime_error {
 class Node {
   public:
     Node() = default;
+    static constexpr bool kEvaluates = false;  // a recording (see rules::scale)
     // Takes over a reference the caller owns.
     static Node adopt(Arena& arena, NodeId id) { return Node(&arena, id); }
     // Adds a reference of its own.

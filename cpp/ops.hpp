@@ -156,8 +156,18 @@ using if_recording = std::enable_if_t<std::is_class_v<S>, int>;
 
 template <class G>
 inline double scale(double g, double p) { return G::scale(g, p); }
+// A scalar type that evaluates at once (kEvaluates: a dual number, cpp/tangent.hpp) may take
+// FiniteGrad's promise (g finite) as the double form does: g * p is then the Scale op's value, and
+// its tangent too (Scale's vjp, with g finite, adds Mul's two terms in Mul's order). A recording
+// keeps the Scale op: its graph is evaluated again later, at values that promise nothing.
 template <class G, class S, if_recording<S> = 0>
-S scale(const S& g, const S& p) { return S::apply(Op::Scale, g, p); }
+S scale(const S& g, const S& p) {
+    if constexpr (std::is_same_v<G, FiniteGrad> && S::kEvaluates) {
+        return g * p;
+    } else {
+        return S::apply(Op::Scale, g, p);
+    }
+}
 
 // 1 where a > 0, else 0 (NaN included): relu's local derivative.
 inline double step(double a) { return a > 0.0 ? 1.0 : 0.0; }

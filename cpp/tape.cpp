@@ -15,6 +15,7 @@
 #include <unordered_set>
 
 #include "row_kernels.hpp"
+#include "tangent.hpp"
 #include "worker_pool.hpp"
 
 namespace arenagrad {
@@ -1099,6 +1100,37 @@ void Tape::back_tile(Workspace& ws, double* lanes, const double* seed, std::size
     }
 }
 
+// A dot term's tangent, both of its operands' contributions in one pass (First: the row's first
+// term, stored rather than added).
+template <class G, bool First, bool WA, bool XA, bool WS, bool XS>
+void dot_tangent_rows(double* t, const double* tw, const double* tx, In<WS> w, In<XS> x, std::size_t n) {
+    for (std::size_t s = 0; s < n; ++s) {
+        double v = First ? 0.0 : t[s];
+        if constexpr (WA) {
+            const double d = rules::Dot::vjp<G>(tw[s], w[s], x[s]).a;
+            v = First ? d : v + d;
+        }
+        if constexpr (XA) {
+            const double d = rules::Dot::vjp<G>(tx[s], w[s], x[s]).b;
+            v = First && !WA ? d : v + d;
+        }
+        t[s] = v;
+    }
+}
+
+// Calls f with compile-time flags for three runtime ones.
+template <class F>
+void with_flags(bool x, bool y, bool z, F&& f) {
+    const auto b = [](bool v, auto g) {
+        if (v) {
+            g(std::true_type{});
+        } else {
+            g(std::false_type{});
+        }
+    };
+    b(x, [&](auto X) { b(y, [&](auto Y) { b(z, [&](auto Z) { f(X, Y, Z); }); }); });
+}
+
 // Forward mode over rows: a row's tangent is the sum, in operand order, of each active operand's
 // term (the rule's vjp applied to the operand's tangent), as in jvp(). Activity is per row (shared
 // leaves are never active, nor is an input whose tangents are all zero: a symbolic zero, as in
@@ -1107,28 +1139,54 @@ void Tape::back_tile(Workspace& ws, double* lanes, const double* seed, std::size
 void Tape::jvp_batch(const double* tangents, double* out) {
     if (!have_batch_forward_) throw std::logic_error("jvp_batch needs a successful forward_batch first");
     if (tangents == nullptr && !inputs_.empty()) throw std::invalid_argument("jvp_batch needs tangents");
+    tangent_rows(tangents);
+    const std::size_t batch = batch_;
+    const std::size_t n_roots = roots_.size();
+    for (std::size_t k = 0; k < n_roots; ++k) {
+        const std::uint32_t r = root_operand_[k];
+        const bool active = (r & kShared) == 0 && active_[r] != 0;
+        const double* t = tangent_.data() + std::size_t{r & ~kShared} * batch;
+        for (std::size_t s = 0; s < batch; ++s) out[s * n_roots + k] = active ? t[s] : 0.0;
+    }
+    for (const std::size_t s : failed_) {
+        std::fill_n(out + s * n_roots, n_roots, std::numeric_limits<double>::quiet_NaN());
+    }
+}
+
+void Tape::tangent_rows(const double* tangents) {
     const std::size_t batch = batch_;
     const std::size_t rows = std::size_t{zero_row_} + 1;
     tangent_.resize(rows * batch);  // a row is read only once written (active)
     active_.assign(rows, 0);
     const std::size_t n_in = inputs_.size();
-    for (std::size_t i = 0; i < n_in; ++i) {
-        double* t = tangent_.data() + i * batch;
-        bool nonzero = false;
+    // Transposed eight inputs at a time, so that each row of `tangents` is read a cache line at a time.
+    constexpr std::size_t kBlock = 8;
+    for (std::size_t i0 = 0; i0 < n_in; i0 += kBlock) {
+        const std::size_t m = std::min(kBlock, n_in - i0);
         for (std::size_t s = 0; s < batch; ++s) {
-            t[s] = tangents[s * n_in + i];
-            nonzero |= t[s] != 0.0;
+            for (std::size_t i = 0; i < m; ++i) tangent_[(i0 + i) * batch + s] = tangents[s * n_in + i0 + i];
         }
+    }
+    for (std::size_t i = 0; i < n_in; ++i) {
+        const double* t = tangent_.data() + i * batch;
+        bool nonzero = false;
+        for (std::size_t s = 0; s < batch; ++s) nonzero |= t[s] != 0.0;
         active_[i] = nonzero;
     }
     const auto active = [&](std::uint32_t operand) { return (operand & kShared) == 0 && active_[operand] != 0; };
     const auto trow = [&](std::uint32_t r) { return tangent_.data() + std::size_t{r} * batch; };
+    // Whether a row's tangents are all finite, asked once per row (a row is complete once written).
+    tangent_finite_.assign(rows, -1);
+    const auto finite_row = [&](std::uint32_t r) {
+        if (tangent_finite_[r] < 0) tangent_finite_[r] = all_finite(trow(r), batch) ? 1 : 0;
+        return tangent_finite_[r] != 0;
+    };
     for (const Instruction& ins : program_) {
         double* t = trow(ins.out);
         bool any = false;
         // Adds term(s, G) for every sample: the first term is stored, later ones added. G is the
         // rules' plain-product form when the operand's tangent row is finite.
-        const auto add = [&](const double* tc, bool scales, auto term) {
+        const auto add = [&](std::uint32_t operand, bool scales, auto term) {
             const auto run = [&](auto g) {
                 using G = decltype(g);
                 if (any) {
@@ -1137,7 +1195,7 @@ void Tape::jvp_batch(const double* tangents, double* out) {
                     for (std::size_t s = 0; s < batch; ++s) t[s] = term(s, G{});
                 }
             };
-            if (!scales || all_finite(tc, batch)) {
+            if (!scales || finite_row(operand)) {
                 run(rules::FiniteGrad{});
             } else {
                 run(rules::AnyGrad{});
@@ -1148,34 +1206,47 @@ void Tape::jvp_batch(const double* tangents, double* out) {
         if (ins.op == Op::Sum) {
             for (std::uint32_t k = 0; k < ins.b; ++k) {
                 if (!active(c[k])) continue;
-                add(trow(c[k]), false, [tc = trow(c[k])](std::size_t s, auto) { return rules::Sum::vjp(tc[s]); });
+                add(c[k], false, [tc = trow(c[k])](std::size_t s, auto) { return rules::Sum::vjp(tc[s]); });
             }
         } else if (ins.op == Op::Dot) {
             const std::uint32_t n = ins.b / 2;
             for (std::uint32_t k = 0; k < n; ++k) {
                 const std::uint32_t wk = c[k];
                 const std::uint32_t xk = c[n + k];
+                const bool wa = active(wk);
+                const bool xa = active(xk);
+                if (!wa && !xa) continue;
+                // Both terms in one pass: the same additions, in the same order, as one pass each.
+                const bool finite = (!wa || finite_row(wk)) && (!xa || finite_row(xk));
                 with_kinds((wk & kShared) != 0, (xk & kShared) != 0, [&](auto ws, auto xs) {
-                    const In<decltype(ws)::value> w{value_of(wk)};
-                    const In<decltype(xs)::value> x{value_of(xk)};
-                    if (active(wk)) {
-                        add(trow(wk), true, [w, x, tw = trow(wk)](std::size_t s, auto g) {
-                            return rules::Dot::vjp<decltype(g)>(tw[s], w[s], x[s]).a;
+                    constexpr bool WS = decltype(ws)::value;
+                    constexpr bool XS = decltype(xs)::value;
+                    const auto run = [&](auto g, auto first, auto w_active, auto x_active) {
+                        if constexpr (decltype(w_active)::value || decltype(x_active)::value) {
+                            dot_tangent_rows<decltype(g), decltype(first)::value, decltype(w_active)::value,
+                                             decltype(x_active)::value>(t, trow(wk), trow(xk), In<WS>{value_of(wk)},
+                                                                        In<XS>{value_of(xk)}, batch);
+                        }
+                    };
+                    const auto with_g = [&](auto g) {
+                        with_flags(!any, wa, xa, [&](auto first, auto w_active, auto x_active) {
+                            run(g, first, w_active, x_active);
                         });
-                    }
-                    if (active(xk)) {
-                        add(trow(xk), true, [w, x, tx = trow(xk)](std::size_t s, auto g) {
-                            return rules::Dot::vjp<decltype(g)>(tx[s], w[s], x[s]).b;
-                        });
+                    };
+                    if (finite) {
+                        with_g(rules::FiniteGrad{});
+                    } else {
+                        with_g(rules::AnyGrad{});
                     }
                 });
+                any = true;
             }
         } else if (ins.op == Op::LogSumExp) {
             const double* o = after_forward(ins.out, 0);
             for (std::uint32_t k = 0; k < ins.b; ++k) {
                 if (!active(c[k])) continue;
                 const double* x = value_of(c[k]);  // a row: a shared leaf is never active
-                add(trow(c[k]), false, [tc = trow(c[k]), x, o](std::size_t s, auto) {
+                add(c[k], false, [tc = trow(c[k]), x, o](std::size_t s, auto) {
                     return rules::LogSumExp::vjp(tc[s], x[s], o[s]);
                 });
             }
@@ -1188,13 +1259,13 @@ void Tape::jvp_batch(const double* tangents, double* out) {
                     using Rule = decltype(rule);
                     if constexpr (!has_zero_derivative<Rule>) {  // a mask's tangent is a symbolic zero
                         if (active(ins.a)) {
-                            add(trow(ins.a), scales_grad<Rule>, [a, b, o, ta = trow(ins.a)](std::size_t s, auto g) {
+                            add(ins.a, scales_grad<Rule>, [a, b, o, ta = trow(ins.a)](std::size_t s, auto g) {
                                 return Rule::template vjp<decltype(g)>(ta[s], a[s], b[s], o[s]).a;
                             });
                         }
                         if constexpr (differentiable_inputs<Rule>() == 2) {
                             if (active(ins.b)) {
-                                add(trow(ins.b), scales_grad<Rule>,
+                                add(ins.b, scales_grad<Rule>,
                                     [a, b, o, tb = trow(ins.b)](std::size_t s, auto g) {
                                         return Rule::template vjp<decltype(g)>(tb[s], a[s], b[s], o[s]).b;
                                     });
@@ -1206,14 +1277,191 @@ void Tape::jvp_batch(const double* tangents, double* out) {
         }
         active_[ins.out] = any;
     }
+}
+
+// --- hvp_batch's row loops ------------------------------------------------------------------------
+// One loop per rule and pattern of activity: the flags are compile-time, so the compiler folds every
+// test of a Tangent's activity, and flatten inlines the table's rules into the loop.
+
+// An operand's values (a row, or one shared value: stride 0) and, when active, its tangents.
+struct DualIn {
+    const double* v;
+    const double* t;
+    std::size_t stride;
+    template <bool Active>
+    Tangent at(std::size_t s) const {
+        return {v[s * stride], Active ? t[s] : 0.0, Active};
+    }
+};
+
+// A row of grads and of their tangents. A shared leaf, a constant in hvp_batch, gets scratch rows,
+// so that the loops have no branch. `active` is set when a term along the direction reached the row.
+struct DualOut {
+    double* g;
+    double* t;
+    char* active;
+    void add(std::size_t s, const Tangent& d) const {
+        g[s] += d.v;
+        if (d.active) t[s] += d.t;
+    }
+    // Whether a term is active does not depend on the sample: the first one's tells (set outside the
+    // loops, whose stores the compiler could then not vectorize past a char that may alias them).
+    void note(const Tangent& d) const {
+        if (d.active) *active = 1;
+    }
+};
+
+// G is FiniteGrad when every grad of the row is finite, as in backward_rows.
+template <class Rule, class G, bool GA, bool AA, bool BA>
+[[gnu::flatten]] void dual_elementary_rows(DualIn go, DualIn a, DualIn b, DualIn o, DualOut ga, DualOut gb,
+                                           std::size_t n) {
+    constexpr bool BD = BA && differentiable_inputs<Rule>() == 2;
+    constexpr bool OA = !has_zero_derivative<Rule> && (AA || BD);
+    const auto vjp = [&](std::size_t s) {
+        return Rule::template vjp<G>(go.at<GA>(s), a.at<AA>(s), b.at<BD>(s), o.at<OA>(s));
+    };
+    if (n == 0) return;
+    const Pair<Tangent> first = vjp(0);
+    ga.note(first.a);
+    if constexpr (differentiable_inputs<Rule>() == 2) gb.note(first.b);
+    // No sample's terms reach another sample's row (gw and gx may be one row: x * x), so the loop
+    // vectorizes without the runtime alias checks of its ten pointers, which GCC gives up on.
+#pragma GCC ivdep
+    for (std::size_t s = 0; s < n; ++s) {
+        const Pair<Tangent> d = vjp(s);
+        ga.add(s, d.a);
+        if constexpr (differentiable_inputs<Rule>() == 2) gb.add(s, d.b);
+    }
+}
+
+template <class G, bool GA, bool WA, bool XA>
+[[gnu::flatten]] void dual_dot_rows(DualIn go, DualIn w, DualIn x, DualOut gw, DualOut gx, std::size_t n) {
+    const auto vjp = [&](std::size_t s) { return rules::Dot::vjp<G>(go.at<GA>(s), w.at<WA>(s), x.at<XA>(s)); };
+    if (n == 0) return;
+    const Pair<Tangent> first = vjp(0);
+    gw.note(first.a);
+    gx.note(first.b);
+#pragma GCC ivdep  // as above
+    for (std::size_t s = 0; s < n; ++s) {
+        const Pair<Tangent> d = vjp(s);
+        gw.add(s, d.a);
+        gx.add(s, d.b);
+    }
+}
+
+// The backward pass of backward_batch, in dual numbers: each row of grads has a row of tangents, and
+// every rule's vjp runs over Tangent (cpp/tangent.hpp), reading the values of the last forward_batch
+// and the tangents of tangent_rows. One pass over the whole batch in the sweep's order, so the grads'
+// values are backward_batch's and each tangent is the sum a recorded gradient's jvp would form.
+void Tape::hvp_batch(const double* tangents, const double* seed, double* out) {
+    if (!have_batch_forward_) throw std::logic_error("hvp_batch needs a successful forward_batch first");
+    if (tangents == nullptr && !inputs_.empty()) throw std::invalid_argument("hvp_batch needs tangents");
+    tangent_rows(tangents);
+    const std::size_t batch = batch_;
+    const std::size_t rows = std::size_t{zero_row_} + 1;
+    dual_grad_.assign(rows * batch, 0.0);
+    dual_tangent_.assign(rows * batch, 0.0);
+    grad_active_.assign(rows, 0);
     const std::size_t n_roots = roots_.size();
     for (std::size_t k = 0; k < n_roots; ++k) {
         const std::uint32_t r = root_operand_[k];
-        for (std::size_t s = 0; s < batch; ++s) out[s * n_roots + k] = active(r) ? trow(r)[s] : 0.0;
+        if ((r & kShared) != 0) continue;
+        double* g = dual_grad_.data() + std::size_t{r} * batch;
+        for (std::size_t s = 0; s < batch; ++s) g[s] += seed != nullptr ? seed[s * n_roots + k] : 1.0;
     }
-    for (const std::size_t s : failed_) {
-        std::fill_n(out + s * n_roots, n_roots, std::numeric_limits<double>::quiet_NaN());
+    const auto value = [&](std::uint32_t operand) -> DualIn {
+        if ((operand & kShared) != 0) return {&shared_values_[operand & ~kShared], nullptr, 0};
+        return {after_forward(operand, 0), tangent_.data() + std::size_t{operand} * batch, 1};
+    };
+    const auto is_active = [&](std::uint32_t operand) { return (operand & kShared) == 0 && active_[operand] != 0; };
+    const auto grad_in = [&](std::uint32_t r) -> DualIn {
+        const std::size_t i = std::size_t{r} * batch;
+        return {dual_grad_.data() + i, dual_tangent_.data() + i, 1};
+    };
+    dual_scratch_.resize(2 * batch);
+    char scratch_active = 0;
+    const auto grad_out = [&](std::uint32_t operand) -> DualOut {
+        if ((operand & kShared) != 0) return {dual_scratch_.data(), dual_scratch_.data() + batch, &scratch_active};
+        const std::size_t i = std::size_t{operand} * batch;
+        return {dual_grad_.data() + i, dual_tangent_.data() + i, &grad_active_[operand]};
+    };
+    // FiniteGrad where the row of grads is finite (rules::scale), as backward_batch does.
+    const auto with_grad = [&](const DualIn& go, auto f) {
+        if (all_finite(go.v, batch)) {
+            f(rules::FiniteGrad{});
+        } else {
+            f(rules::AnyGrad{});
+        }
+    };
+    for (std::size_t i = program_.size(); i-- > 0;) {
+        const Instruction& ins = program_[i];
+        const std::uint32_t* c = operands_.data() + ins.a;
+        const DualIn go = grad_in(ins.out);
+        const bool g_active = grad_active_[ins.out] != 0;
+        if (ins.op == Op::Sum) {
+            for (std::uint32_t k = 0; k < ins.b; ++k) {
+                const DualOut to = grad_out(c[k]);
+                if (g_active) {
+                    *to.active = 1;
+                    for (std::size_t s = 0; s < batch; ++s) to.add(s, rules::Sum::vjp(go.at<true>(s)));
+                } else {
+                    for (std::size_t s = 0; s < batch; ++s) to.add(s, rules::Sum::vjp(go.at<false>(s)));
+                }
+            }
+        } else if (ins.op == Op::Dot) {
+            const std::uint32_t n = ins.b / 2;
+            with_grad(go, [&](auto grad) {
+                for (std::uint32_t k = 0; k < n; ++k) {
+                    with_flags(g_active, is_active(c[k]), is_active(c[n + k]), [&](auto G, auto W, auto X) {
+                        dual_dot_rows<decltype(grad), G, W, X>(go, value(c[k]), value(c[n + k]), grad_out(c[k]),
+                                                               grad_out(c[n + k]), batch);
+                    });
+                }
+            });
+        } else if (ins.op == Op::LogSumExp) {
+            const DualIn o = value(ins.out);
+            const bool o_active = active_[ins.out] != 0;
+            for (std::uint32_t k = 0; k < ins.b; ++k) {
+                const DualIn x = value(c[k]);
+                const DualOut to = grad_out(c[k]);
+                const bool x_active = is_active(c[k]);
+                if (batch > 0) to.note(rules::LogSumExp::vjp(Tangent{0.0, 0.0, g_active}, Tangent{0.0, 0.0, x_active},
+                                                             Tangent{0.0, 0.0, o_active}));
+                for (std::size_t s = 0; s < batch; ++s) {
+                    const Tangent gs{go.v[s], go.t[s], g_active};
+                    const Tangent xs{x.v[s * x.stride], x_active ? x.t[s] : 0.0, x_active};
+                    const Tangent os{o.v[s], o_active ? o.t[s] : 0.0, o_active};
+                    to.add(s, rules::LogSumExp::vjp(gs, xs, os));
+                }
+            }
+        } else {
+            visit_elementary(ins.op, [&](auto rule) {
+                using Rule = decltype(rule);
+                const auto run = [&](auto grad) {
+                    // Flags that cannot matter are fixed, for fewer instantiations: b of a unary rule.
+                    const bool b_active = differentiable_inputs<Rule>() == 2 && is_active(ins.b);
+                    with_flags(g_active, is_active(ins.a), b_active, [&](auto G, auto A, auto B) {
+                        if constexpr (differentiable_inputs<Rule>() == 2 || !decltype(B)::value) {
+                            dual_elementary_rows<Rule, decltype(grad), G, A, B>(go, value(ins.a), value(ins.b),
+                                                                               value(ins.out), grad_out(ins.a),
+                                                                               grad_out(ins.b), batch);
+                        }
+                    });
+                };
+                if constexpr (scales_grad<Rule>) {
+                    with_grad(go, run);
+                } else {
+                    run(rules::AnyGrad{});
+                }
+            });
+        }
     }
+    const std::size_t n_in = inputs_.size();
+    for (std::size_t i = 0; i < n_in; ++i) {
+        const double* t = dual_tangent_.data() + i * batch;
+        for (std::size_t s = 0; s < batch; ++s) out[s * n_in + i] = t[s];
+    }
+    for (const std::size_t s : failed_) std::fill_n(out + s * n_in, n_in, std::numeric_limits<double>::quiet_NaN());
 }
 
 bool Tape::is_shared_leaf(NodeId id) const {

@@ -111,6 +111,15 @@ class Tape {
     // input with zero tangents in every row is inactive; in a column with some nonzero tangents a
     // zero tangent is a number (0 * inf is NaN), so a row may differ from that sample's jvp().
     void jvp_batch(const double* tangents, double* out);
+    // Forward over reverse for every sample at once, after forward_batch: out receives batch rows of
+    // inputs().size(), row s the derivative of sample s's input gradients (those backward_batch
+    // gives, seeded with seed, 1 for every root if null) along the direction tangents[s]: the
+    // Hessian of sum_k seed[s,k] * roots[k] times tangents[s]. The backward pass runs in dual numbers
+    // (cpp/tangent.hpp): the table's vjp rules over a Tangent, no gradient graph recorded. Shared
+    // leaves are constants. Tangents are forward mode's (jvp_batch), symbolic zeros included, and a
+    // gradient's tangent is likewise inactive until a term along the direction reaches it. Rows of
+    // samples that failed in forward_batch are NaN.
+    void hvp_batch(const double* tangents, const double* seed, double* out);
     // The batch of values of a node of the graph after forward_batch (batch values), or null
     // when the node is not in the graph.
     // The first call for a node whose row is not stored (nothing after the forward pass needs it)
@@ -138,6 +147,8 @@ class Tape {
     static constexpr std::uint32_t kShared = 0x80000000u;
 
     void compile();
+    // Every row's tangent along one direction per sample (tangent_, active_): jvp_batch's pass.
+    void tangent_rows(const double* tangents);
     // Values: a row is stored for the whole batch only if something after the forward pass reads it
     // (kept_value_: an input, a root, a value some vjp reads, or a row batch_values was asked for);
     // every other row lives in the thread's workspace while its tile runs, so that a large batch
@@ -267,6 +278,11 @@ class Tape {
     std::vector<double> shared_grads_;
     std::vector<double> tangent_;  // per row: forward-mode tangents (jvp; batch of them for jvp_batch)
     std::vector<char> active_;     // per row: does it depend on a seeded input?
+    std::vector<signed char> tangent_finite_;  // per row: are its tangents finite? (-1: not asked yet)
+    std::vector<double> dual_grad_;     // hvp_batch: per row, the batch's grads ...
+    std::vector<double> dual_tangent_;  // ... and their tangents
+    std::vector<char> grad_active_;     // ... and whether a term along the direction reached them
+    std::vector<double> dual_scratch_;  // ... and two rows where what reaches a shared leaf goes
     std::vector<Workspace> workspaces_;  // one per thread
     std::size_t max_dot_terms_ = 0;
     std::vector<Layer> layers_;

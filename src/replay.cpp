@@ -99,6 +99,42 @@ Array copy_row(const double* data, std::size_t n) {
     return out;
 }
 
+// The seeds of a batched backward pass, batch rows of one per root; empty for the default (1 for
+// every root and sample), which a tape of several roots does not have.
+std::vector<double> batch_seeds(const BoundTape& tape, const py::object& seed, const std::string& who) {
+    const std::size_t n_roots = tape.roots().size();
+    std::vector<double> seeds;
+    if (!seed.is_none()) {
+        Array s = real_array(seed, who.c_str());
+        const bool ok = tape.several ? (s && s.ndim() == 2 && static_cast<std::size_t>(s.shape(0)) == tape.batch() &&
+                                        static_cast<std::size_t>(s.shape(1)) == n_roots)
+                                     : (s && (s.ndim() == 0 || (s.ndim() == 1 && static_cast<std::size_t>(s.size()) == tape.batch())));
+        if (!ok) {
+            throw py::value_error(tape.several ? who + " expects seeds of shape (" + std::to_string(tape.batch()) +
+                                                     ", " + std::to_string(n_roots) + "), one per sample and root"
+                                               : who + " expects a number or an array of " +
+                                                     std::to_string(tape.batch()) + " seeds");
+        }
+        seeds.assign(tape.batch() * n_roots, s.data()[0]);
+        if (s.ndim() >= 1) std::copy_n(s.data(), tape.batch() * n_roots, seeds.begin());
+    } else if (tape.several) {
+        throw py::value_error(who + " of a tape of several roots needs seeds of shape (batch, roots)");
+    }
+    return seeds;
+}
+
+// One direction per sample, batch rows of one tangent per input.
+Array batch_tangents(const BoundTape& tape, const py::object& tangents, const std::string& who) {
+    Array t = real_array(tangents, who.c_str());
+    const std::size_t n_in = tape.inputs().size();
+    if (!t || t.ndim() != 2 || static_cast<std::size_t>(t.shape(0)) != tape.batch() ||
+        static_cast<std::size_t>(t.shape(1)) != n_in) {
+        throw py::value_error(who + " expects tangents of shape (" + std::to_string(tape.batch()) + ", " +
+                              std::to_string(n_in) + "), one direction per sample");
+    }
+    return t;
+}
+
 }  // namespace
 
 void bind_replay(py::module_& m) {
@@ -254,25 +290,7 @@ are exact on every replay.
                     throw py::value_error("params is for reduce='none'; with reduce='sum' gradients go to .grad");
                 }
                 if (tape.batch() == 0) throw py::value_error("backward_batch() needs forward_batch() first");
-                const std::size_t n_roots = tape.roots().size();
-                std::vector<double> seeds;
-                if (!seed.is_none()) {
-                    Array s = real_array(seed, "backward_batch()");
-                    const bool ok = tape.several ? (s && s.ndim() == 2 && static_cast<std::size_t>(s.shape(0)) == tape.batch() &&
-                                                    static_cast<std::size_t>(s.shape(1)) == n_roots)
-                                                 : (s && (s.ndim() == 0 || (s.ndim() == 1 && static_cast<std::size_t>(s.size()) == tape.batch())));
-                    if (!ok) {
-                        throw py::value_error(tape.several ? "backward_batch() expects seeds of shape (" +
-                                                                 std::to_string(tape.batch()) + ", " +
-                                                                 std::to_string(n_roots) + "), one per sample and root"
-                                                           : "backward_batch() expects a number or an array of " +
-                                                                 std::to_string(tape.batch()) + " seeds");
-                    }
-                    seeds.assign(tape.batch() * n_roots, s.data()[0]);
-                    if (s.ndim() >= 1) std::copy_n(s.data(), tape.batch() * n_roots, seeds.begin());
-                } else if (tape.several) {
-                    throw py::value_error("backward_batch() of a tape of several roots needs seeds of shape (batch, roots)");
-                }
+                const std::vector<double> seeds = batch_seeds(tape, seed, "backward_batch()");
                 const double* seed_data = seeds.empty() ? nullptr : seeds.data();
                 const auto batch = static_cast<py::ssize_t>(tape.batch());
                 if (reduce == "none") {
@@ -305,13 +323,7 @@ are exact on every replay.
             "jvp_batch",
             [](BoundTape& tape, const py::object& tangents) {
                 if (tape.batch() == 0) throw py::value_error("jvp_batch() needs forward_batch() first");
-                Array t = real_array(tangents, "jvp_batch()");
-                const std::size_t n_in = tape.inputs().size();
-                if (!t || t.ndim() != 2 || static_cast<std::size_t>(t.shape(0)) != tape.batch() ||
-                    static_cast<std::size_t>(t.shape(1)) != n_in) {
-                    throw py::value_error("jvp_batch() expects tangents of shape (" + std::to_string(tape.batch()) + ", " +
-                                          std::to_string(n_in) + "), one direction per sample");
-                }
+                Array t = batch_tangents(tape, tangents, "jvp_batch()");
                 const auto n_roots = static_cast<py::ssize_t>(tape.roots().size());
                 const auto batch = static_cast<py::ssize_t>(tape.batch());
                 Array out = tape.several ? Array({batch, n_roots}) : Array(batch);
@@ -326,6 +338,27 @@ are exact on every replay.
             "Forward mode for every sample of the last forward_batch() at once: row s of `tangents` is the "
             "direction for sample s. With every sample at one point and the identity as tangents, a whole "
             "Jacobian (on a tape of a recorded gradient: a Hessian) in one call.")
+        .def(
+            "hvp_batch",
+            [](BoundTape& tape, const py::object& tangents, const py::object& seed) {
+                if (tape.batch() == 0) throw py::value_error("hvp_batch() needs forward_batch() first");
+                Array t = batch_tangents(tape, tangents, "hvp_batch()");
+                const std::vector<double> seeds = batch_seeds(tape, seed, "hvp_batch()");
+                Array out({static_cast<py::ssize_t>(tape.batch()), static_cast<py::ssize_t>(tape.inputs().size())});
+                try {
+                    tape.hvp_batch(t.data(), seeds.empty() ? nullptr : seeds.data(), out.mutable_data());
+                } catch (const std::logic_error& e) {
+                    throw py::value_error(e.what());
+                }
+                return out;
+            },
+            py::arg("tangents"), py::arg("seed") = py::none(),
+            "Hessian-vector products for every sample of the last forward_batch() at once (forward over "
+            "reverse): row s is H_s @ tangents[s], where H_s is the Hessian, w.r.t. the inputs, of sample "
+            "s's root (of sum_k seed[s, k] * roots[k] for a tape of several; `seed` as for "
+            "backward_batch). The backward pass runs in dual numbers from the op table; no gradient graph "
+            "is recorded. Shared leaves (parameters) are constants here: make them inputs to "
+            "differentiate along them. Shape (batch, inputs); rows of failed samples are NaN.")
         .def(
             "batch_values",
             [](BoundTape& tape, py::handle value) {

@@ -1,0 +1,184 @@
+"""Tape.hvp_batch: forward over reverse for every sample, the backward pass run in dual numbers.
+
+Its promise (Tape.hvp_batch's docstring, docs/derivatives.md): row s is the derivative, along tangents[s], of
+the input gradients backward_batch gives for sample s. The independent route to the same numbers is the one
+arenagrad already had: record the gradient as a graph (``grad(..., create_graph=True)``), tape it, and run
+forward mode over it (``jvp_batch``). Both evaluate the op table's rules in the same order, so they agree
+bit for bit; the generated programs of test_batched_ops.py cover every op, sums, dots, logsumexp and
+recorded derivatives (whose graphs hold the derivative-only ops). PyTorch checks the numbers themselves.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import require_module
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_batched_ops import BATCHES, Program, programs, record, samples
+
+import arenagrad as ag
+
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+
+
+def _tangents(program: Program, batch: int, n_inputs: int) -> np.ndarray:
+    """Standard normal directions, one column left zero in every row when there are several (a symbolic
+    zero: an input left out of the direction), and a few single zeros (numbers, not symbolic)."""
+    rng = np.random.default_rng([program.data_seed, batch, 7])
+    t = rng.standard_normal((batch, n_inputs))
+    t[rng.random(t.shape) < 0.05] = 0.0
+    if n_inputs > 1:
+        t[:, rng.integers(n_inputs)] = 0.0
+    return t
+
+
+def _through_recorded_gradient(program: Program, x: np.ndarray, seeds: np.ndarray | None,
+                               t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The gradient recorded as a graph (the seeds as Values, so one recording serves every sample), taped
+    with the seeds as extra inputs, and run forward (gradients) and in forward mode (their derivatives)."""
+    rec = record(program, x[0])
+    roots = [rec.pool[i] for i in program.roots]
+    if not program.as_list:
+        roots = roots[:1]
+    us = [ag.Value(1.0) for _ in roots]
+    grads = ag.grad(roots, rec.xs, us, create_graph=True)
+    tape = ag.Tape(grads, [*rec.xs, *us])
+    s = np.ones((len(x), len(roots))) if seeds is None else seeds.reshape(len(x), -1)
+    g = tape.forward_batch(np.hstack([x, s])).reshape(len(x), -1)
+    hv = tape.jvp_batch(np.hstack([t, np.zeros_like(s)])).reshape(len(x), -1)
+    return g, hv
+
+
+@settings(max_examples=60, deadline=None)
+@given(programs(), st.sampled_from(BATCHES))
+def test_hvp_batch_is_forward_mode_over_the_recorded_gradient(program: Program, batch: int) -> None:
+    x, seeds = samples(program, batch)
+    if program.as_list and seeds is None:
+        seeds = np.ones((batch, len(program.roots)))
+    rec = record(program, x[0])
+    rec.tape.forward_batch(x)
+    t = _tangents(program, batch, program.n_inputs)
+    hv = rec.tape.hvp_batch(t, seeds)
+    grads = rec.tape.backward_batch(seeds)
+    want_grads, want = _through_recorded_gradient(program, x, seeds, t)
+    assert hv.shape == (batch, program.n_inputs)
+    np.testing.assert_array_equal(grads, want_grads)  # the same gradient: the recording is right
+    np.testing.assert_array_equal(hv, want)
+
+
+def _mlp_loss(ag_or_torch: object, w: list, x: list, y: object, relu: object) -> object:
+    """A 2-4-1 MLP with tanh and relu, and a smooth loss: every op kind a training loss has."""
+    h = [relu(w[3 * j] * x[0] + w[3 * j + 1] * x[1] + w[3 * j + 2]).tanh() if j % 2 else
+         (w[3 * j] * x[0] + w[3 * j + 1] * x[1] + w[3 * j + 2]).tanh() for j in range(4)]
+    score = sum((w[12 + j] * h[j] for j in range(4)), w[16])
+    return (score - y) ** 2 + (1.0 + (-score * y).exp()).log()
+
+
+def test_hvp_batch_matches_torch_func_per_sample() -> None:
+    """A small MLP's per-sample loss, inputs and parameters both differentiated: PyTorch's
+    jvp(grad(f)) for each sample, to 1e-12."""
+    torch = require_module("torch")
+    rng = np.random.default_rng(3)
+    n, k = 23, 17
+    X = rng.standard_normal((n, 2))
+    Y = rng.choice([-1.0, 1.0], n)
+    W = rng.standard_normal(k) * 0.7
+    xs = [ag.Value(0.0) for _ in range(2)]
+    y = ag.Value(0.0)
+    ws = [ag.Value(float(v)) for v in W]
+    tape = ag.Tape(_mlp_loss(ag, ws, xs, y, lambda v: v.relu()), [*xs, y, *ws])
+    rows = np.hstack([X, Y[:, None], np.broadcast_to(W, (n, k))])
+    t = rng.standard_normal(rows.shape)
+    tape.forward_batch(rows)
+    got = tape.hvp_batch(t)
+
+    def f(r: object) -> object:
+        return _mlp_loss(torch, list(r[3:]), list(r[:2]), r[2], torch.relu)
+
+    for s in range(n):
+        r = torch.tensor(rows[s], dtype=torch.float64)
+        want = torch.func.jvp(torch.func.grad(f), (r,), (torch.tensor(t[s], dtype=torch.float64),))[1]
+        w = want.numpy()
+        np.testing.assert_allclose(got[s], w, rtol=1e-12, atol=1e-12 * float(np.abs(w).max()))
+
+
+def test_hvp_batch_summed_over_samples_is_the_parameters_hessian_vector_product() -> None:
+    """The per-sample rows summed give the HVP of the whole loss, which the eager engine computes
+    through grad(create_graph=True) and forward mode on one big graph."""
+    rng = np.random.default_rng(5)
+    n = 9
+    X = rng.standard_normal((n, 2))
+    Y = rng.choice([-1.0, 1.0], n)
+    W = rng.standard_normal(17) * 0.7
+    v = rng.standard_normal(17)
+    xs = [ag.Value(0.0) for _ in range(2)]
+    y = ag.Value(0.0)
+    ws = [ag.Value(float(a)) for a in W]
+    tape = ag.Tape(_mlp_loss(ag, ws, xs, y, lambda a: a.relu()), [*xs, y, *ws])
+    tape.forward_batch(np.hstack([X, Y[:, None], np.broadcast_to(W, (n, 17))]))
+    t = np.zeros((n, 20))
+    t[:, 3:] = v
+    got = tape.hvp_batch(t)[:, 3:].sum(axis=0)
+
+    def loss(p: list[ag.Value]) -> ag.Value:
+        return ag.sum([_mlp_loss(ag, p, list(X[s]), float(Y[s]), lambda a: a.relu()) for s in range(n)])
+
+    want = ag.func.hvp(loss, W, v)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-13)
+
+
+def test_shared_leaves_are_constants_and_a_zero_direction_gives_zero() -> None:
+    a = ag.Value(0.0)
+    c = ag.Value(3.0)  # a parameter: shared, not an input
+    tape = ag.Tape(a * a * c + (a * c).exp(), [a])
+    x = np.array([[0.5], [-1.0]])
+    tape.forward_batch(x)
+    # d2/da2 of c a^2 + exp(c a) = 2c + c^2 exp(c a)
+    want = 2 * 3.0 + 9.0 * np.exp(3.0 * x[:, 0])
+    np.testing.assert_allclose(tape.hvp_batch(np.ones((2, 1)))[:, 0], want, rtol=1e-15)
+    np.testing.assert_array_equal(tape.hvp_batch(np.zeros((2, 1))), np.zeros((2, 1)))
+    np.testing.assert_allclose(tape.hvp_batch(np.ones((2, 1)), np.array([2.0, -1.0]))[:, 0],
+                               want * np.array([2.0, -1.0]), rtol=1e-15)
+
+
+def test_a_symbolic_zero_never_meets_an_infinite_second_derivative() -> None:
+    """x * sqrt(y) at y = 0 along x alone: sqrt's infinite derivatives multiply tangents that are
+    symbolically zero, so the result is finite (as jvp_batch's symbolic zeros promise)."""
+    x = ag.Value(0.0)
+    y = ag.Value(0.0)
+    tape = ag.Tape(x * x * y.sqrt() + x * x, [x, y])
+    tape.forward_batch(np.array([[2.0, 0.0], [1.0, 4.0]]))
+    hv = tape.hvp_batch(np.array([[1.0, 0.0], [1.0, 0.0]]))
+    # d/dx of (2 x sqrt(y) + 2 x, x^2 / (2 sqrt(y))) along x: (2 sqrt(y) + 2, x / sqrt(y))
+    np.testing.assert_array_equal(hv[0, 0], 2.0)
+    np.testing.assert_allclose(hv[1], [6.0, 0.5], rtol=1e-15)
+
+
+def test_failed_samples_give_nan_rows_and_the_rest_go_on() -> None:
+    a = ag.Value(1.0)
+    tape = ag.Tape(a.log() * a, [a])
+    tape.forward_batch(np.array([[2.0], [-1.0], [0.5]]), errors="nan")
+    hv = tape.hvp_batch(np.ones((3, 1)))
+    assert np.isnan(hv[1, 0])
+    np.testing.assert_allclose(hv[[0, 2], 0], 1.0 / np.array([2.0, 0.5]), rtol=1e-15)  # d2/da2 a log a = 1/a
+
+
+def test_bad_calls_raise_clear_errors() -> None:
+    a = ag.Value(1.0)
+    b = ag.Value(2.0)
+    tape = ag.Tape(a * b, [a, b])
+    with pytest.raises(ValueError, match="forward_batch"):
+        tape.hvp_batch(np.ones((2, 2)))
+    tape.forward_batch(np.ones((3, 2)))
+    with pytest.raises(ValueError, match=r"shape \(3, 2\)"):
+        tape.hvp_batch(np.ones((2, 2)))
+    with pytest.raises(ValueError, match="3 seeds"):
+        tape.hvp_batch(np.ones((3, 2)), np.ones(4))
+    with pytest.raises(TypeError):
+        tape.hvp_batch("no")
+    several = ag.Tape([a * b, a + b], [a, b])
+    several.forward_batch(np.ones((3, 2)))
+    with pytest.raises(ValueError, match="several roots"):
+        several.hvp_batch(np.ones((3, 2)))
+    np.testing.assert_array_equal(several.hvp_batch(np.ones((3, 2)), np.ones((3, 2))), np.ones((3, 2)))
