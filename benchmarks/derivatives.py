@@ -319,29 +319,27 @@ def arenagrad_rows(es: EngineSet, prob: Problem) -> EngineRows:
 
 
 def _arenagrad_hvp_batch(ag: Any, prob: Problem) -> Row:
-    """One sample's loss term recorded once (no gradient graph), inputs the sample and the parameters;
-    Tape.hvp_batch runs its backward pass in dual numbers for every sample (forward over reverse), and the
-    rows' parameter columns summed over the samples are the HVP."""
+    """One sample's loss term recorded once (no gradient graph), inputs the sample, the parameters shared
+    leaves; Tape.hvp_batch runs its backward pass in dual numbers for every sample (forward over reverse)
+    with the tangent v on the parameters, and sums the derivatives of their gradients over the samples."""
     x = [ag.Value(0.0), ag.Value(0.0)]
     label = ag.Value(1.0)
     params = [ag.Value(float(v)) for v in prob.p]
     inv_n = 1.0 / len(prob.X)
     score = ag_mlp(ag, params, x, prob.activation)
     term = (1.0 - label * score).relu() * inv_n + ALPHA * inv_n * ag.dot(params, params)
-    tape = ag.Tape(term, [*x, label, *params])
-    n, k = len(prob.X), len(prob.p)
-    rows = np.ascontiguousarray(np.hstack([prob.X, prob.y[:, None], np.broadcast_to(prob.p, (n, k))]))
-    along_v = np.zeros((n, 3 + k))
-    along_v[:, 3:] = prob.v
+    tape = ag.Tape(term, [*x, label])
+    rows = np.ascontiguousarray(np.hstack([prob.X, prob.y[:, None]]))
+    no_input_tangents = np.zeros_like(rows)
 
     def hvp() -> Any:
         tape.forward_batch(rows)
-        return tape.hvp_batch(along_v)[:, 3:].sum(axis=0)
+        return tape.hvp_batch(no_input_tangents, params=params, param_tangents=prob.v)[1]
 
     return Impl("arenagrad hvp_batch", hvp,
                 note=f"one sample's loss recorded once ({tape.num_nodes:,} nodes, no gradient graph), "
-                     "samples as rows; timed: forward_batch + hvp_batch (its backward pass in dual numbers) "
-                     "+ a sum over the samples")
+                     "samples as rows; timed: forward_batch + hvp_batch(params=..., param_tangents=v), its "
+                     "backward pass in dual numbers")
 
 
 def _arenagrad_per_sample(ag: Any, prob: Problem) -> dict[str, Row]:

@@ -1103,7 +1103,7 @@ void Tape::back_tile(Workspace& ws, double* lanes, const double* seed, std::size
 // A dot term's tangent, both of its operands' contributions in one pass (First: the row's first
 // term, stored rather than added).
 template <class G, bool First, bool WA, bool XA, bool WS, bool XS>
-void dot_tangent_rows(double* t, const double* tw, const double* tx, In<WS> w, In<XS> x, std::size_t n) {
+void dot_tangent_rows(double* t, In<WS> tw, In<XS> tx, In<WS> w, In<XS> x, std::size_t n) {
     for (std::size_t s = 0; s < n; ++s) {
         double v = First ? 0.0 : t[s];
         if constexpr (WA) {
@@ -1139,7 +1139,7 @@ void with_flags(bool x, bool y, bool z, F&& f) {
 void Tape::jvp_batch(const double* tangents, double* out) {
     if (!have_batch_forward_) throw std::logic_error("jvp_batch needs a successful forward_batch first");
     if (tangents == nullptr && !inputs_.empty()) throw std::invalid_argument("jvp_batch needs tangents");
-    tangent_rows(tangents);
+    tangent_rows(tangents, nullptr);
     const std::size_t batch = batch_;
     const std::size_t n_roots = roots_.size();
     for (std::size_t k = 0; k < n_roots; ++k) {
@@ -1153,7 +1153,7 @@ void Tape::jvp_batch(const double* tangents, double* out) {
     }
 }
 
-void Tape::tangent_rows(const double* tangents) {
+void Tape::tangent_rows(const double* tangents, const double* shared_tangents) {
     const std::size_t batch = batch_;
     const std::size_t rows = std::size_t{zero_row_} + 1;
     tangent_.resize(rows * batch);  // a row is read only once written (active)
@@ -1173,13 +1173,25 @@ void Tape::tangent_rows(const double* tangents) {
         for (std::size_t s = 0; s < batch; ++s) nonzero |= t[s] != 0.0;
         active_[i] = nonzero;
     }
-    const auto active = [&](std::uint32_t operand) { return (operand & kShared) == 0 && active_[operand] != 0; };
+    // A shared leaf's tangent is one number for every sample, as its value is; zero is a symbolic zero.
+    shared_tangent_.assign(num_shared_, 0.0);
+    if (shared_tangents != nullptr) std::copy_n(shared_tangents, num_shared_, shared_tangent_.begin());
+    shared_active_.assign(num_shared_, 0);
+    for (std::size_t k = 0; k < num_shared_; ++k) shared_active_[k] = shared_tangent_[k] != 0.0;
+    const auto active = [&](std::uint32_t operand) {
+        return (operand & kShared) != 0 ? shared_active_[operand & ~kShared] != 0 : active_[operand] != 0;
+    };
     const auto trow = [&](std::uint32_t r) { return tangent_.data() + std::size_t{r} * batch; };
-    // Whether a row's tangents are all finite, asked once per row (a row is complete once written).
+    // An operand's tangents: its row, or its shared leaf's one tangent (read through In<true>).
+    const auto tan_of = [&](std::uint32_t operand) -> const double* {
+        return (operand & kShared) != 0 ? &shared_tangent_[operand & ~kShared] : trow(operand);
+    };
+    // Whether an operand's tangents are all finite, asked once per row (a row is complete once written).
     tangent_finite_.assign(rows, -1);
-    const auto finite_row = [&](std::uint32_t r) {
-        if (tangent_finite_[r] < 0) tangent_finite_[r] = all_finite(trow(r), batch) ? 1 : 0;
-        return tangent_finite_[r] != 0;
+    const auto finite_row = [&](std::uint32_t operand) {
+        if ((operand & kShared) != 0) return std::isfinite(shared_tangent_[operand & ~kShared]);
+        if (tangent_finite_[operand] < 0) tangent_finite_[operand] = all_finite(trow(operand), batch) ? 1 : 0;
+        return tangent_finite_[operand] != 0;
     };
     for (const Instruction& ins : program_) {
         double* t = trow(ins.out);
@@ -1206,7 +1218,11 @@ void Tape::tangent_rows(const double* tangents) {
         if (ins.op == Op::Sum) {
             for (std::uint32_t k = 0; k < ins.b; ++k) {
                 if (!active(c[k])) continue;
-                add(c[k], false, [tc = trow(c[k])](std::size_t s, auto) { return rules::Sum::vjp(tc[s]); });
+                with_kinds((c[k] & kShared) != 0, false, [&](auto cs, auto) {
+                    add(c[k], false, [tc = In<decltype(cs)::value>{tan_of(c[k])}](std::size_t s, auto) {
+                        return rules::Sum::vjp(tc[s]);
+                    });
+                });
             }
         } else if (ins.op == Op::Dot) {
             const std::uint32_t n = ins.b / 2;
@@ -1224,8 +1240,9 @@ void Tape::tangent_rows(const double* tangents) {
                     const auto run = [&](auto g, auto first, auto w_active, auto x_active) {
                         if constexpr (decltype(w_active)::value || decltype(x_active)::value) {
                             dot_tangent_rows<decltype(g), decltype(first)::value, decltype(w_active)::value,
-                                             decltype(x_active)::value>(t, trow(wk), trow(xk), In<WS>{value_of(wk)},
-                                                                        In<XS>{value_of(xk)}, batch);
+                                             decltype(x_active)::value>(t, In<WS>{tan_of(wk)}, In<XS>{tan_of(xk)},
+                                                                        In<WS>{value_of(wk)}, In<XS>{value_of(xk)},
+                                                                        batch);
                         }
                     };
                     const auto with_g = [&](auto g) {
@@ -1245,9 +1262,11 @@ void Tape::tangent_rows(const double* tangents) {
             const double* o = after_forward(ins.out, 0);
             for (std::uint32_t k = 0; k < ins.b; ++k) {
                 if (!active(c[k])) continue;
-                const double* x = value_of(c[k]);  // a row: a shared leaf is never active
-                add(c[k], false, [tc = trow(c[k]), x, o](std::size_t s, auto) {
-                    return rules::LogSumExp::vjp(tc[s], x[s], o[s]);
+                with_kinds((c[k] & kShared) != 0, false, [&](auto cs, auto) {
+                    constexpr bool CS = decltype(cs)::value;
+                    add(c[k], false, [tc = In<CS>{tan_of(c[k])}, x = In<CS>{value_of(c[k])}, o](std::size_t s, auto) {
+                        return rules::LogSumExp::vjp(tc[s], x[s], o[s]);
+                    });
                 });
             }
         } else {
@@ -1255,18 +1274,20 @@ void Tape::tangent_rows(const double* tangents) {
             with_kinds((ins.a & kShared) != 0, (ins.b & kShared) != 0, [&](auto as, auto bs) {
                 const In<decltype(as)::value> a{value_of(ins.a)};
                 const In<decltype(bs)::value> b{value_of(ins.b)};
+                const In<decltype(as)::value> ta{tan_of(ins.a)};
+                const In<decltype(bs)::value> tb{tan_of(ins.b)};
                 visit_elementary(ins.op, [&](auto rule) {
                     using Rule = decltype(rule);
                     if constexpr (!has_zero_derivative<Rule>) {  // a mask's tangent is a symbolic zero
                         if (active(ins.a)) {
-                            add(ins.a, scales_grad<Rule>, [a, b, o, ta = trow(ins.a)](std::size_t s, auto g) {
+                            add(ins.a, scales_grad<Rule>, [a, b, o, ta](std::size_t s, auto g) {
                                 return Rule::template vjp<decltype(g)>(ta[s], a[s], b[s], o[s]).a;
                             });
                         }
                         if constexpr (differentiable_inputs<Rule>() == 2) {
                             if (active(ins.b)) {
                                 add(ins.b, scales_grad<Rule>,
-                                    [a, b, o, tb = trow(ins.b)](std::size_t s, auto g) {
+                                    [a, b, o, tb](std::size_t s, auto g) {
                                         return Rule::template vjp<decltype(g)>(tb[s], a[s], b[s], o[s]).b;
                                     });
                             }
@@ -1283,19 +1304,21 @@ void Tape::tangent_rows(const double* tangents) {
 // One loop per rule and pattern of activity: the flags are compile-time, so the compiler folds every
 // test of a Tangent's activity, and flatten inlines the table's rules into the loop.
 
-// An operand's values (a row, or one shared value: stride 0) and, when active, its tangents.
+// An operand's values and, when active, its tangents: rows, or a shared leaf's one value and tangent
+// (stride 0).
 struct DualIn {
     const double* v;
     const double* t;
     std::size_t stride;
     template <bool Active>
     Tangent at(std::size_t s) const {
-        return {v[s * stride], Active ? t[s] : 0.0, Active};
+        return {v[s * stride], Active ? t[s * stride] : 0.0, Active};
     }
 };
 
-// A row of grads and of their tangents. A shared leaf, a constant in hvp_batch, gets scratch rows,
-// so that the loops have no branch. `active` is set when a term along the direction reached the row.
+// A row of grads and of their tangents. A shared leaf's per-sample terms go to scratch rows, which the
+// sweep then sums, so that the loops have no branch. `active` is set when a term along the direction
+// reached the row.
 struct DualOut {
     double* g;
     double* t;
@@ -1352,36 +1375,49 @@ template <class G, bool GA, bool WA, bool XA>
 // The backward pass of backward_batch, in dual numbers: each row of grads has a row of tangents, and
 // every rule's vjp runs over Tangent (cpp/tangent.hpp), reading the values of the last forward_batch
 // and the tangents of tangent_rows. One pass over the whole batch in the sweep's order, so the grads'
-// values are backward_batch's and each tangent is the sum a recorded gradient's jvp would form.
-void Tape::hvp_batch(const double* tangents, const double* seed, double* out) {
+// values are backward_batch's and each row's tangent is the sum a recorded gradient's jvp would form.
+// What reaches a shared leaf is summed per sample in the sweep's order, then over the samples.
+void Tape::hvp_batch(const double* tangents, const double* seed, double* out, const double* shared_tangents,
+                     double* shared_out) {
     if (!have_batch_forward_) throw std::logic_error("hvp_batch needs a successful forward_batch first");
     if (tangents == nullptr && !inputs_.empty()) throw std::invalid_argument("hvp_batch needs tangents");
-    tangent_rows(tangents);
+    tangent_rows(tangents, shared_tangents);
     const std::size_t batch = batch_;
     const std::size_t rows = std::size_t{zero_row_} + 1;
     dual_grad_.assign(rows * batch, 0.0);
     dual_tangent_.assign(rows * batch, 0.0);
     grad_active_.assign(rows, 0);
+    shared_grad_active_.assign(num_shared_, 0);
     const std::size_t n_roots = roots_.size();
     for (std::size_t k = 0; k < n_roots; ++k) {
         const std::uint32_t r = root_operand_[k];
-        if ((r & kShared) != 0) continue;
+        if ((r & kShared) != 0) continue;  // a constant root: its grad's tangent is 0
         double* g = dual_grad_.data() + std::size_t{r} * batch;
         for (std::size_t s = 0; s < batch; ++s) g[s] += seed != nullptr ? seed[s * n_roots + k] : 1.0;
     }
     const auto value = [&](std::uint32_t operand) -> DualIn {
-        if ((operand & kShared) != 0) return {&shared_values_[operand & ~kShared], nullptr, 0};
+        if ((operand & kShared) != 0) {
+            const std::uint32_t j = operand & ~kShared;
+            return {&shared_values_[j], &shared_tangent_[j], 0};
+        }
         return {after_forward(operand, 0), tangent_.data() + std::size_t{operand} * batch, 1};
     };
-    const auto is_active = [&](std::uint32_t operand) { return (operand & kShared) == 0 && active_[operand] != 0; };
+    const auto is_active = [&](std::uint32_t operand) {
+        return (operand & kShared) != 0 ? shared_active_[operand & ~kShared] != 0 : active_[operand] != 0;
+    };
     const auto grad_in = [&](std::uint32_t r) -> DualIn {
         const std::size_t i = std::size_t{r} * batch;
         return {dual_grad_.data() + i, dual_tangent_.data() + i, 1};
     };
-    dual_scratch_.resize(2 * batch);
-    char scratch_active = 0;
+    // A shared leaf's per-sample terms go to a row of its own (summed over the samples at the end), their
+    // values to a sink that nothing reads.
+    shared_dual_rows_.assign(num_shared_ * batch, 0.0);
+    dual_sink_.resize(batch);
     const auto grad_out = [&](std::uint32_t operand) -> DualOut {
-        if ((operand & kShared) != 0) return {dual_scratch_.data(), dual_scratch_.data() + batch, &scratch_active};
+        if ((operand & kShared) != 0) {
+            const std::uint32_t j = operand & ~kShared;
+            return {dual_sink_.data(), shared_dual_rows_.data() + std::size_t{j} * batch, &shared_grad_active_[j]};
+        }
         const std::size_t i = std::size_t{operand} * batch;
         return {dual_grad_.data() + i, dual_tangent_.data() + i, &grad_active_[operand]};
     };
@@ -1429,7 +1465,7 @@ void Tape::hvp_batch(const double* tangents, const double* seed, double* out) {
                                                              Tangent{0.0, 0.0, o_active}));
                 for (std::size_t s = 0; s < batch; ++s) {
                     const Tangent gs{go.v[s], go.t[s], g_active};
-                    const Tangent xs{x.v[s * x.stride], x_active ? x.t[s] : 0.0, x_active};
+                    const Tangent xs{x.v[s * x.stride], x_active ? x.t[s * x.stride] : 0.0, x_active};
                     const Tangent os{o.v[s], o_active ? o.t[s] : 0.0, o_active};
                     to.add(s, rules::LogSumExp::vjp(gs, xs, os));
                 }
@@ -1462,12 +1498,24 @@ void Tape::hvp_batch(const double* tangents, const double* seed, double* out) {
         for (std::size_t s = 0; s < batch; ++s) out[s * n_in + i] = t[s];
     }
     for (const std::size_t s : failed_) std::fill_n(out + s * n_in, n_in, std::numeric_limits<double>::quiet_NaN());
+    if (shared_out == nullptr) return;
+    // Each shared leaf's row summed over the samples in four lanes, as backward_batch sums a chunk's
+    // gradients, less the samples that failed.
+    for (std::size_t j = 0; j < num_shared_; ++j) {
+        double* t = shared_dual_rows_.data() + j * batch;
+        for (const std::size_t f : failed_) t[f] = 0.0;
+        double lane[4] = {0.0, 0.0, 0.0, 0.0};
+        add_lanes(lane, t, 0, batch, batch / 4 * 4);
+        shared_out[j] = lane_total(lane);
+    }
 }
 
-bool Tape::is_shared_leaf(NodeId id) const {
-    return std::find(leaves_.begin(), leaves_.begin() + static_cast<std::ptrdiff_t>(num_shared_), id) !=
-           leaves_.begin() + static_cast<std::ptrdiff_t>(num_shared_);
+std::size_t Tape::shared_leaf_index(NodeId id) const {
+    return static_cast<std::size_t>(
+        std::find(leaves_.begin(), leaves_.begin() + static_cast<std::ptrdiff_t>(num_shared_), id) - leaves_.begin());
 }
+
+bool Tape::is_shared_leaf(NodeId id) const { return shared_leaf_index(id) < num_shared_; }
 
 const double* Tape::batch_values(NodeId id) {
     if (!have_batch_forward_) return nullptr;

@@ -113,13 +113,23 @@ class Tape {
     void jvp_batch(const double* tangents, double* out);
     // Forward over reverse for every sample at once, after forward_batch: out receives batch rows of
     // inputs().size(), row s the derivative of sample s's input gradients (those backward_batch
-    // gives, seeded with seed, 1 for every root if null) along the direction tangents[s]: the
-    // Hessian of sum_k seed[s,k] * roots[k] times tangents[s]. The backward pass runs in dual numbers
-    // (cpp/tangent.hpp): the table's vjp rules over a Tangent, no gradient graph recorded. Shared
-    // leaves are constants. Tangents are forward mode's (jvp_batch), symbolic zeros included, and a
-    // gradient's tangent is likewise inactive until a term along the direction reaches it. Rows of
-    // samples that failed in forward_batch are NaN.
-    void hvp_batch(const double* tangents, const double* seed, double* out);
+    // gives, seeded with seed, 1 for every root if null) along the direction tangents[s] on the inputs
+    // and shared_tangents on the shared leaves (one each, for every sample, in shared_leaf_index order;
+    // null: none): the Hessian of sum_k seed[s,k] * roots[k] times that direction. shared_out, if not
+    // null, receives per shared leaf the derivative of its grad, each sample's summed in the sweep's
+    // order and the samples in four interleaved lanes (add_lanes; samples that failed left out): with
+    // the parameters as shared leaves and the tangents on them, the batch loss's Hessian-vector product.
+    // The backward pass runs in dual numbers (cpp/tangent.hpp): the table's vjp rules over a Tangent,
+    // no gradient graph recorded. Tangents are forward mode's (jvp_batch), symbolic zeros included (a
+    // shared leaf's zero tangent too), and a gradient's tangent is likewise inactive until a term along
+    // the direction reaches it. Rows of samples that failed in forward_batch are NaN.
+    void hvp_batch(const double* tangents, const double* seed, double* out, const double* shared_tangents = nullptr,
+                   double* shared_out = nullptr);
+    // The index of a shared leaf among the shared leaves (0 .. num_shared_leaves() - 1), or
+    // num_shared_leaves() for anything else.
+    std::size_t shared_leaf_index(NodeId id) const;
+    std::size_t num_shared_leaves() const { return num_shared_; }
+    NodeId shared_leaf(std::size_t j) const { return leaves_[j]; }
     // The batch of values of a node of the graph after forward_batch (batch values), or null
     // when the node is not in the graph.
     // The first call for a node whose row is not stored (nothing after the forward pass needs it)
@@ -148,7 +158,8 @@ class Tape {
 
     void compile();
     // Every row's tangent along one direction per sample (tangent_, active_): jvp_batch's pass.
-    void tangent_rows(const double* tangents);
+    // shared_tangents: one per shared leaf, or null for none.
+    void tangent_rows(const double* tangents, const double* shared_tangents);
     // Values: a row is stored for the whole batch only if something after the forward pass reads it
     // (kept_value_: an input, a root, a value some vjp reads, or a row batch_values was asked for);
     // every other row lives in the thread's workspace while its tile runs, so that a large batch
@@ -282,7 +293,11 @@ class Tape {
     std::vector<double> dual_grad_;     // hvp_batch: per row, the batch's grads ...
     std::vector<double> dual_tangent_;  // ... and their tangents
     std::vector<char> grad_active_;     // ... and whether a term along the direction reached them
-    std::vector<double> dual_scratch_;  // ... and two rows where what reaches a shared leaf goes
+    std::vector<double> shared_dual_rows_;  // ... per shared leaf, a row of its grad's tangents
+    std::vector<double> dual_sink_;         // ... and a row for their values, which nothing reads
+    std::vector<char> shared_grad_active_;  // ... and whether a term along the direction reached them
+    std::vector<double> shared_tangent_;  // per shared leaf: its tangent (tangent_rows)
+    std::vector<char> shared_active_;     // ... and whether it is nonzero
     std::vector<Workspace> workspaces_;  // one per thread
     std::size_t max_dot_terms_ = 0;
     std::vector<Layer> layers_;

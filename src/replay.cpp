@@ -8,6 +8,7 @@
 #include <limits>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "optimizer.hpp"
@@ -340,25 +341,77 @@ are exact on every replay.
             "Jacobian (on a tape of a recorded gradient: a Hessian) in one call.")
         .def(
             "hvp_batch",
-            [](BoundTape& tape, const py::object& tangents, const py::object& seed) {
+            [](BoundTape& tape, const py::object& tangents, const py::object& seed, const py::object& params,
+               const py::object& param_tangents) -> py::object {
                 if (tape.batch() == 0) throw py::value_error("hvp_batch() needs forward_batch() first");
                 Array t = batch_tangents(tape, tangents, "hvp_batch()");
                 const std::vector<double> seeds = batch_seeds(tape, seed, "hvp_batch()");
+                if (params.is_none() && !param_tangents.is_none()) {
+                    throw py::value_error("hvp_batch(): param_tangents needs params=[...], the Values they belong to");
+                }
+                // Each param's shared leaf (or none: a Value the graph does not read, whose results are 0).
+                std::vector<std::size_t> slot;
+                std::vector<double> shared_tangents;
+                if (!params.is_none()) {
+                    std::vector<py::object> keep;
+                    const std::vector<NodeId> wrt =
+                        nodes_arg(py::reinterpret_borrow<py::iterable>(params), "params", keep);
+                    const std::size_t n_shared = tape.num_shared_leaves();
+                    shared_tangents.assign(n_shared, 0.0);
+                    std::unordered_map<NodeId, std::size_t> index;  // shared leaf -> j; inputs -> n_shared + 1
+                    for (std::size_t j = 0; j < n_shared; ++j) index.emplace(tape.shared_leaf(j), j);
+                    for (const NodeId id : tape.inputs()) index.emplace(id, n_shared + 1);
+                    std::vector<char> taken(n_shared, 0);
+                    for (const NodeId id : wrt) {
+                        const auto it = index.find(id);
+                        const std::size_t j = it == index.end() ? n_shared : it->second;
+                        if (j == n_shared + 1) {
+                            throw py::value_error("hvp_batch(): a Value in params is an input of the tape; its "
+                                                  "tangents go in `tangents`, one per sample");
+                        }
+                        if (j < n_shared && taken[j]++ != 0) {
+                            throw py::value_error("hvp_batch(): params holds the same Value twice");
+                        }
+                        slot.push_back(j);
+                    }
+                    if (!param_tangents.is_none()) {
+                        Array v = real_array(param_tangents, "hvp_batch()");
+                        if (!v || v.ndim() != 1 || static_cast<std::size_t>(v.size()) != wrt.size()) {
+                            throw py::value_error("hvp_batch() expects param_tangents of shape (" +
+                                                  std::to_string(wrt.size()) + ",), one per Value of params");
+                        }
+                        for (std::size_t k = 0; k < slot.size(); ++k) {
+                            if (slot[k] < shared_tangents.size()) shared_tangents[slot[k]] = v.data()[k];
+                        }
+                    }
+                }
                 Array out({static_cast<py::ssize_t>(tape.batch()), static_cast<py::ssize_t>(tape.inputs().size())});
+                std::vector<double> shared_out(tape.num_shared_leaves(), 0.0);
                 try {
-                    tape.hvp_batch(t.data(), seeds.empty() ? nullptr : seeds.data(), out.mutable_data());
+                    tape.hvp_batch(t.data(), seeds.empty() ? nullptr : seeds.data(), out.mutable_data(),
+                                   shared_tangents.empty() ? nullptr : shared_tangents.data(), shared_out.data());
                 } catch (const std::logic_error& e) {
                     throw py::value_error(e.what());
                 }
-                return out;
+                if (params.is_none()) return std::move(out);
+                Array summed(static_cast<py::ssize_t>(slot.size()));
+                for (std::size_t k = 0; k < slot.size(); ++k) {
+                    summed.mutable_data()[k] = slot[k] < shared_out.size() ? shared_out[slot[k]] : 0.0;
+                }
+                return py::make_tuple(out, summed);
             },
-            py::arg("tangents"), py::arg("seed") = py::none(),
+            py::arg("tangents"), py::arg("seed") = py::none(), py::kw_only(), py::arg("params") = py::none(),
+            py::arg("param_tangents") = py::none(),
             "Hessian-vector products for every sample of the last forward_batch() at once (forward over "
             "reverse): row s is H_s @ tangents[s], where H_s is the Hessian, w.r.t. the inputs, of sample "
             "s's root (of sum_k seed[s, k] * roots[k] for a tape of several; `seed` as for "
             "backward_batch). The backward pass runs in dual numbers from the op table; no gradient graph "
-            "is recorded. Shared leaves (parameters) are constants here: make them inputs to "
-            "differentiate along them. Shape (batch, inputs); rows of failed samples are NaN.")
+            "is recorded. Shape (batch, inputs); rows of failed samples are NaN.\n\n"
+            "Shared leaves (parameters) are constants unless given in `params`: then `param_tangents` (one "
+            "each, 0 by default) is their part of the direction, the same for every sample, and the result "
+            "is a pair (that array, the derivative of their gradients summed over the samples, as "
+            "backward_batch sums gradients into .grad, failed samples left out). With the tangents on the "
+            "parameters only, the second is the batch loss's Hessian-vector product.")
         .def(
             "batch_values",
             [](BoundTape& tape, py::handle value) {

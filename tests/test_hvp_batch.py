@@ -33,38 +33,57 @@ def _tangents(program: Program, batch: int, n_inputs: int) -> np.ndarray:
     return t
 
 
-def _through_recorded_gradient(program: Program, x: np.ndarray, seeds: np.ndarray | None,
-                               t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The gradient recorded as a graph (the seeds as Values, so one recording serves every sample), taped
-    with the seeds as extra inputs, and run forward (gradients) and in forward mode (their derivatives)."""
+def _through_recorded_gradient(program: Program, x: np.ndarray, seeds: np.ndarray | None, t: np.ndarray,
+                               v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The gradient w.r.t. inputs and parameters recorded as a graph (the seeds as Values, so one recording
+    serves every sample), taped with the parameters and seeds as extra inputs, and run forward (gradients)
+    and in forward mode (their derivatives), the parameters' tangent v in every row."""
     rec = record(program, x[0])
     roots = [rec.pool[i] for i in program.roots]
     if not program.as_list:
         roots = roots[:1]
     us = [ag.Value(1.0) for _ in roots]
-    grads = ag.grad(roots, rec.xs, us, create_graph=True)
-    tape = ag.Tape(grads, [*rec.xs, *us])
-    s = np.ones((len(x), len(roots))) if seeds is None else seeds.reshape(len(x), -1)
-    g = tape.forward_batch(np.hstack([x, s])).reshape(len(x), -1)
-    hv = tape.jvp_batch(np.hstack([t, np.zeros_like(s)])).reshape(len(x), -1)
+    grads = ag.grad(roots, [*rec.xs, *rec.params], us, create_graph=True)
+    tape = ag.Tape(grads, [*rec.xs, *rec.params, *us])
+    n = len(x)
+    s = np.ones((n, len(roots))) if seeds is None else seeds.reshape(n, -1)
+    p = np.broadcast_to(np.array(program.params), (n, len(program.params)))
+    g = tape.forward_batch(np.hstack([x, p, s])).reshape(n, -1)
+    hv = tape.jvp_batch(np.hstack([t, np.broadcast_to(v, p.shape), np.zeros_like(s)])).reshape(n, -1)
     return g, hv
 
 
 @settings(max_examples=60, deadline=None)
 @given(programs(), st.sampled_from(BATCHES))
 def test_hvp_batch_is_forward_mode_over_the_recorded_gradient(program: Program, batch: int) -> None:
+    """Inputs' rows bit for bit; the parameters' results, summed over the samples in another order than
+    the recorded route's rows, within a bound on reassociating that sum."""
     x, seeds = samples(program, batch)
     if program.as_list and seeds is None:
         seeds = np.ones((batch, len(program.roots)))
     rec = record(program, x[0])
     rec.tape.forward_batch(x)
-    t = _tangents(program, batch, program.n_inputs)
-    hv = rec.tape.hvp_batch(t, seeds)
+    n_in, n_p = program.n_inputs, len(program.params)
+    t = _tangents(program, batch, n_in)
+    v = np.random.default_rng([program.data_seed, 11]).standard_normal(n_p)
+    if n_p > 1:
+        v[0] = 0.0  # a symbolic zero on a parameter
+    hv, hv_params = rec.tape.hvp_batch(t, seeds, params=rec.params, param_tangents=v)
     grads = rec.tape.backward_batch(seeds)
-    want_grads, want = _through_recorded_gradient(program, x, seeds, t)
-    assert hv.shape == (batch, program.n_inputs)
-    np.testing.assert_array_equal(grads, want_grads)  # the same gradient: the recording is right
-    np.testing.assert_array_equal(hv, want)
+    want_grads, want = _through_recorded_gradient(program, x, seeds, t, v)
+    assert hv.shape == (batch, n_in) and hv_params.shape == (n_p,)
+    np.testing.assert_array_equal(grads, want_grads[:, :n_in])  # the same gradient: the recording is right
+    np.testing.assert_array_equal(hv, want[:, :n_in])
+    rows = want[:, n_in:]
+    total = rows.sum(axis=0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        close = (np.abs(hv_params - total) <= 1e-12 * np.abs(rows).sum(axis=0)) | (hv_params == total)
+    close |= np.isnan(hv_params) & np.isnan(total)
+    assert close.all(), (hv_params, total)
+    # Without params the parameters are constants: the same as tangents of zero on them.
+    if n_p:
+        _, want_constant = _through_recorded_gradient(program, x, seeds, t, np.zeros(n_p))
+        np.testing.assert_array_equal(rec.tape.hvp_batch(t, seeds), want_constant[:, :n_in])
 
 
 def _mlp_loss(ag_or_torch: object, w: list, x: list, y: object, relu: object) -> object:
@@ -127,6 +146,13 @@ def test_hvp_batch_summed_over_samples_is_the_parameters_hessian_vector_product(
     want = ag.func.hvp(loss, W, v)
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-13)
 
+    # The parameters as shared leaves with a tangent of their own: the loss's HVP comes out summed.
+    shared = ag.Tape(_mlp_loss(ag, ws, xs, y, lambda a: a.relu()), [*xs, y])
+    shared.forward_batch(np.hstack([X, Y[:, None]]))
+    rows, summed = shared.hvp_batch(np.zeros((n, 3)), params=ws, param_tangents=v)
+    np.testing.assert_array_equal(rows, tape.hvp_batch(t)[:, :3])  # the inputs' rows: the same sums
+    np.testing.assert_allclose(summed, want, rtol=1e-12, atol=1e-13)
+
 
 def test_shared_leaves_are_constants_and_a_zero_direction_gives_zero() -> None:
     a = ag.Value(0.0)
@@ -155,13 +181,49 @@ def test_a_symbolic_zero_never_meets_an_infinite_second_derivative() -> None:
     np.testing.assert_allclose(hv[1], [6.0, 0.5], rtol=1e-15)
 
 
+def test_a_parameter_with_a_zero_tangent_is_a_symbolic_zero_too() -> None:
+    """The same at a shared leaf: c's tangent is 0, so sqrt(c)'s infinite derivatives at c = 0 meet no
+    tangent; x's direction alone gives d/dx of (2 x sqrt(c) + 2 x) = 2, and c's summed result is finite."""
+    x = ag.Value(0.0)
+    c = ag.Value(0.0)
+    tape = ag.Tape(x * x * c.sqrt() + x * x, [x])
+    tape.forward_batch(np.array([[2.0], [1.0]]))
+    rows, summed = tape.hvp_batch(np.ones((2, 1)), params=[c], param_tangents=[0.0])
+    np.testing.assert_array_equal(rows, [[2.0], [2.0]])
+    # d/dε of dL/dc = x^2 / (2 sqrt(c)) along x: x / sqrt(c), infinite at c = 0 (a number, not NaN)
+    assert summed.shape == (1,) and np.isinf(summed[0])
+
+
+def test_input_directions_reach_the_parameters_gradients() -> None:
+    """The mixed second derivative: tangents on the inputs only, and the parameters' gradients still move
+    along them. L = w x^2 + w^2 x: dL/dw = x^2 + 2 w x, whose derivative along x is (2 x + 2 w) t."""
+    x = ag.Value(0.0)
+    w = ag.Value(1.5)
+    tape = ag.Tape(w * x * x + w * w * x, [x])
+    xs = np.array([[0.5], [-2.0], [1.0]])
+    t = np.array([[1.0], [2.0], [-1.0]])
+    tape.forward_batch(xs)
+    rows, summed = tape.hvp_batch(t, params=[w])  # param_tangents default to 0
+    np.testing.assert_allclose(rows[:, 0], 2 * 1.5 * t[:, 0], rtol=1e-15)  # d2L/dx2 = 2 w
+    np.testing.assert_allclose(summed, [np.sum((2 * xs[:, 0] + 2 * 1.5) * t[:, 0])], rtol=1e-15)
+    unrelated = ag.Value(4.0)
+    rows2, summed2 = tape.hvp_batch(t, params=[unrelated, w], param_tangents=[1.0, 0.0])
+    np.testing.assert_array_equal(rows2, rows)
+    np.testing.assert_array_equal(summed2, [0.0, summed[0]])
+
+
 def test_failed_samples_give_nan_rows_and_the_rest_go_on() -> None:
     a = ag.Value(1.0)
-    tape = ag.Tape(a.log() * a, [a])
+    c = ag.Value(2.0)
+    tape = ag.Tape(a.log() * a * c, [a])
     tape.forward_batch(np.array([[2.0], [-1.0], [0.5]]), errors="nan")
     hv = tape.hvp_batch(np.ones((3, 1)))
     assert np.isnan(hv[1, 0])
-    np.testing.assert_allclose(hv[[0, 2], 0], 1.0 / np.array([2.0, 0.5]), rtol=1e-15)  # d2/da2 a log a = 1/a
+    # d2/da2 of c a log a = c / a
+    np.testing.assert_allclose(hv[[0, 2], 0], 2.0 / np.array([2.0, 0.5]), rtol=1e-15)
+    # The parameter's result leaves the failed sample out: d/dε of a log a along a is (log a + 1).
+    _, summed = tape.hvp_batch(np.ones((3, 1)), params=[c])
+    np.testing.assert_allclose(summed, [np.log(2.0) + 1 + np.log(0.5) + 1], rtol=1e-15)
 
 
 def test_bad_calls_raise_clear_errors() -> None:
@@ -177,6 +239,19 @@ def test_bad_calls_raise_clear_errors() -> None:
         tape.hvp_batch(np.ones((3, 2)), np.ones(4))
     with pytest.raises(TypeError):
         tape.hvp_batch("no")
+    c = ag.Value(3.0)
+    shared = ag.Tape(a * b * c, [a, b])
+    shared.forward_batch(np.ones((3, 2)))
+    with pytest.raises(ValueError, match="needs params"):
+        shared.hvp_batch(np.ones((3, 2)), param_tangents=[1.0])
+    with pytest.raises(ValueError, match="input of the tape"):
+        shared.hvp_batch(np.ones((3, 2)), params=[a])
+    with pytest.raises(ValueError, match="twice"):
+        shared.hvp_batch(np.ones((3, 2)), params=[c, c])
+    with pytest.raises(ValueError, match=r"shape \(1,\)"):
+        shared.hvp_batch(np.ones((3, 2)), params=[c], param_tangents=[1.0, 2.0])
+    with pytest.raises(TypeError):
+        shared.hvp_batch(np.ones((3, 2)), params=[1.0])
     several = ag.Tape([a * b, a + b], [a, b])
     several.forward_batch(np.ones((3, 2)))
     with pytest.raises(ValueError, match="several roots"):

@@ -145,9 +145,24 @@ class Tape:
         params: Iterable[Value] | None = None,
     ) -> npt.NDArray[np.float64]: ...
     def jvp_batch(self, tangents: np.ndarray | Sequence[Sequence[float]]) -> npt.NDArray[np.float64]: ...
+    @overload
     def hvp_batch(
-        self, tangents: np.ndarray | Sequence[Sequence[float]], seed: float | np.ndarray | None = None
+        self,
+        tangents: np.ndarray | Sequence[Sequence[float]],
+        seed: float | np.ndarray | None = None,
+        *,
+        params: None = None,
+        param_tangents: None = None,
     ) -> npt.NDArray[np.float64]: ...
+    @overload
+    def hvp_batch(
+        self,
+        tangents: np.ndarray | Sequence[Sequence[float]],
+        seed: float | np.ndarray | None = None,
+        *,
+        params: Iterable[Value],
+        param_tangents: np.ndarray | Sequence[float] | None = None,
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]: ...
     def batch_values(self, value: Value) -> npt.NDArray[np.float64]: ...
     @property
     def root(self) -> Value: ...
