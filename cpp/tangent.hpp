@@ -15,7 +15,12 @@
 
 namespace arenagrad {
 
-struct Tangent {
+//
+// TG is how a tangent is scaled by a local derivative (rules::scale): AnyGrad, or FiniteGrad where every
+// tangent is known to be finite, which gives the same numbers with plain products.
+template <class TG>
+struct BasicTangent {
+    using Tangent = BasicTangent;
     double v = 0.0;
     double t = 0.0;
     bool active = false;
@@ -30,12 +35,12 @@ struct Tangent {
         Tangent out{Rule::forward(a.v, b.v).value, 0.0, false};
         if constexpr (!has_zero_derivative<Rule>) {
             if (a.active) {
-                out.t = Rule::template vjp<rules::AnyGrad>(a.t, a.v, b.v, out.v).a;
+                out.t = Rule::template vjp<TG>(a.t, a.v, b.v, out.v).a;
                 out.active = true;
             }
             if constexpr (differentiable_inputs<Rule>() == 2) {
                 if (b.active) {
-                    const double tb = Rule::template vjp<rules::AnyGrad>(b.t, a.v, b.v, out.v).b;
+                    const double tb = Rule::template vjp<TG>(b.t, a.v, b.v, out.v).b;
                     out.t = out.active ? out.t + tb : tb;
                     out.active = true;
                 }
@@ -64,5 +69,7 @@ struct Tangent {
     friend Tangent cos(const Tangent& a) { return apply_rule<rules::Cos>(a, a); }
     friend Tangent sigmoid(const Tangent& a) { return apply_rule<rules::Sigmoid>(a, a); }
 };
+
+using Tangent = BasicTangent<rules::AnyGrad>;
 
 }  // namespace arenagrad

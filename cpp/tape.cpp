@@ -265,6 +265,8 @@ Tape::Tape(Arena& arena, std::vector<NodeId> roots, std::vector<NodeId> inputs, 
     }
     num_shared_ = leaves_.size();
     leaves_.insert(leaves_.end(), inputs_.begin(), inputs_.end());
+    leaf_position_.reserve(leaves_.size());
+    for (std::size_t j = 0; j < leaves_.size(); ++j) leaf_position_.emplace(leaves_[j], j);
     for (const NodeId r : roots_) arena.retain(r);  // keeps the whole graph alive and unchanged
 }
 
@@ -688,6 +690,30 @@ void Tape::run_chunks(std::size_t n_chunks, F&& f) {
         }
     });
     if (failure) std::rethrow_exception(failure);
+}
+
+std::size_t Tape::sample_range_size() const {
+    // At least 256 samples (each range runs every instruction's dispatch again), at most 256 ranges.
+    return std::max<std::size_t>(256, ((batch_ + 255) / 256 + 7) / 8 * 8);
+}
+
+std::size_t Tape::sample_ranges() const { return (batch_ + sample_range_size() - 1) / sample_range_size(); }
+
+template <class F>
+void Tape::for_sample_ranges(std::size_t n_ranges, F&& f) {
+    const std::size_t per = sample_range_size();
+    const auto range = [&](std::size_t r) {
+        const std::size_t s0 = r * per;
+        if (s0 < batch_) f(r, s0, std::min(per, batch_ - s0));
+    };
+    if (n_ranges <= 1 || num_threads() == 1) {
+        for (std::size_t r = 0; r < n_ranges; ++r) range(r);
+        return;
+    }
+    std::atomic<std::size_t> next{0};
+    run_on_workers(std::min(num_threads(), n_ranges), [&](std::size_t) {
+        for (std::size_t r = next++; r < n_ranges; r = next++) range(r);
+    });
 }
 
 // Every instruction for the samples s0 .. s0 + n - 1: a tile small enough that its rows stay in
@@ -1178,20 +1204,52 @@ void Tape::tangent_rows(const double* tangents, const double* shared_tangents) {
     if (shared_tangents != nullptr) std::copy_n(shared_tangents, num_shared_, shared_tangent_.begin());
     shared_active_.assign(num_shared_, 0);
     for (std::size_t k = 0; k < num_shared_; ++k) shared_active_[k] = shared_tangent_[k] != 0.0;
+    // Which rows depend on the direction is the same for every sample: decided before the samples are
+    // split between the threads, each of which then computes its own samples' tangents.
     const auto active = [&](std::uint32_t operand) {
         return (operand & kShared) != 0 ? shared_active_[operand & ~kShared] != 0 : active_[operand] != 0;
     };
-    const auto trow = [&](std::uint32_t r) { return tangent_.data() + std::size_t{r} * batch; };
+    for (const Instruction& ins : program_) {
+        const std::uint32_t* c = operands_.data() + ins.a;
+        bool reached = false;
+        if (is_nary(ins.op)) {
+            for (std::uint32_t k = 0; k < ins.b; ++k) reached |= active(c[k]);
+        } else {
+            visit_elementary(ins.op, [&](auto rule) {
+                using Rule = decltype(rule);
+                reached = !has_zero_derivative<Rule> &&
+                          (active(ins.a) || (differentiable_inputs<Rule>() == 2 && active(ins.b)));
+            });
+        }
+        active_[ins.out] = reached;
+    }
+    const std::size_t n_ranges = sample_ranges();
+    tangent_finite_.assign(n_ranges * rows, -1);
+    for_sample_ranges(n_ranges, [&](std::size_t r, std::size_t s0, std::size_t n) {
+        tangent_range(s0, n, tangent_finite_.data() + r * rows);
+    });
+}
+
+// tangent_rows' pass over the samples s0 .. s0 + n - 1. finite_cache holds, per row, whether its
+// tangents there are all finite (-1: not asked yet).
+void Tape::tangent_range(std::size_t s0, std::size_t n, signed char* finite_cache) {
+    const std::size_t batch = batch_;
+    const auto active = [&](std::uint32_t operand) {
+        return (operand & kShared) != 0 ? shared_active_[operand & ~kShared] != 0 : active_[operand] != 0;
+    };
+    const auto trow = [&](std::uint32_t r) { return tangent_.data() + std::size_t{r} * batch + s0; };
+    const auto value_of = [&](std::uint32_t operand) -> const double* {
+        return (operand & kShared) != 0 ? &shared_values_[operand & ~kShared] : after_forward(operand, s0);
+    };
     // An operand's tangents: its row, or its shared leaf's one tangent (read through In<true>).
     const auto tan_of = [&](std::uint32_t operand) -> const double* {
         return (operand & kShared) != 0 ? &shared_tangent_[operand & ~kShared] : trow(operand);
     };
     // Whether an operand's tangents are all finite, asked once per row (a row is complete once written).
-    tangent_finite_.assign(rows, -1);
     const auto finite_row = [&](std::uint32_t operand) {
         if ((operand & kShared) != 0) return std::isfinite(shared_tangent_[operand & ~kShared]);
-        if (tangent_finite_[operand] < 0) tangent_finite_[operand] = all_finite(trow(operand), batch) ? 1 : 0;
-        return tangent_finite_[operand] != 0;
+        if (finite_cache[operand] < 0) finite_cache[operand] = all_finite(trow(operand), n) ? 1 : 0;
+        return finite_cache[operand] != 0;
     };
     for (const Instruction& ins : program_) {
         double* t = trow(ins.out);
@@ -1202,9 +1260,9 @@ void Tape::tangent_rows(const double* tangents, const double* shared_tangents) {
             const auto run = [&](auto g) {
                 using G = decltype(g);
                 if (any) {
-                    for (std::size_t s = 0; s < batch; ++s) t[s] += term(s, G{});
+                    for (std::size_t s = 0; s < n; ++s) t[s] += term(s, G{});
                 } else {
-                    for (std::size_t s = 0; s < batch; ++s) t[s] = term(s, G{});
+                    for (std::size_t s = 0; s < n; ++s) t[s] = term(s, G{});
                 }
             };
             if (!scales || finite_row(operand)) {
@@ -1225,10 +1283,10 @@ void Tape::tangent_rows(const double* tangents, const double* shared_tangents) {
                 });
             }
         } else if (ins.op == Op::Dot) {
-            const std::uint32_t n = ins.b / 2;
-            for (std::uint32_t k = 0; k < n; ++k) {
+            const std::uint32_t terms = ins.b / 2;
+            for (std::uint32_t k = 0; k < terms; ++k) {
                 const std::uint32_t wk = c[k];
-                const std::uint32_t xk = c[n + k];
+                const std::uint32_t xk = c[terms + k];
                 const bool wa = active(wk);
                 const bool xa = active(xk);
                 if (!wa && !xa) continue;
@@ -1242,7 +1300,7 @@ void Tape::tangent_rows(const double* tangents, const double* shared_tangents) {
                             dot_tangent_rows<decltype(g), decltype(first)::value, decltype(w_active)::value,
                                              decltype(x_active)::value>(t, In<WS>{tan_of(wk)}, In<XS>{tan_of(xk)},
                                                                         In<WS>{value_of(wk)}, In<XS>{value_of(xk)},
-                                                                        batch);
+                                                                        n);
                         }
                     };
                     const auto with_g = [&](auto g) {
@@ -1259,7 +1317,7 @@ void Tape::tangent_rows(const double* tangents, const double* shared_tangents) {
                 any = true;
             }
         } else if (ins.op == Op::LogSumExp) {
-            const double* o = after_forward(ins.out, 0);
+            const double* o = after_forward(ins.out, s0);
             for (std::uint32_t k = 0; k < ins.b; ++k) {
                 if (!active(c[k])) continue;
                 with_kinds((c[k] & kShared) != 0, false, [&](auto cs, auto) {
@@ -1270,7 +1328,7 @@ void Tape::tangent_rows(const double* tangents, const double* shared_tangents) {
                 });
             }
         } else {
-            const double* o = after_forward(ins.out, 0);
+            const double* o = after_forward(ins.out, s0);
             with_kinds((ins.a & kShared) != 0, (ins.b & kShared) != 0, [&](auto as, auto bs) {
                 const In<decltype(as)::value> a{value_of(ins.a)};
                 const In<decltype(bs)::value> b{value_of(ins.b)};
@@ -1296,7 +1354,6 @@ void Tape::tangent_rows(const double* tangents, const double* shared_tangents) {
                 });
             });
         }
-        active_[ins.out] = any;
     }
 }
 
@@ -1314,23 +1371,26 @@ struct DualIn {
     Tangent at(std::size_t s) const {
         return {v[s * stride], Active ? t[s * stride] : 0.0, Active};
     }
+    // The same, with the kind known at compile time: plain loads the loops vectorize (a runtime stride
+    // makes the compiler gather every element).
+    template <class TG, bool Active, bool Shared>
+    BasicTangent<TG> at_kind(std::size_t s) const {
+        const std::size_t i = Shared ? 0 : s;
+        return {v[i], Active ? t[i] : 0.0, Active};
+    }
+    // A shared leaf's value and tangent (zero: a symbolic zero).
+    Tangent at_shared() const { return {v[0], t[0], t[0] != 0.0}; }
 };
 
-// A row of grads and of their tangents. A shared leaf's per-sample terms go to scratch rows, which the
-// sweep then sums, so that the loops have no branch. `active` is set when a term along the direction
-// reached the row.
+// A row of grads and of their tangents (for a shared leaf, a row of its per-sample terms and a sink for
+// their values, which nothing reads), so that the loops have no branch.
 struct DualOut {
     double* g;
     double* t;
-    char* active;
-    void add(std::size_t s, const Tangent& d) const {
+    template <class T>
+    void add(std::size_t s, const T& d) const {
         g[s] += d.v;
         if (d.active) t[s] += d.t;
-    }
-    // Whether a term is active does not depend on the sample: the first one's tells (set outside the
-    // loops, whose stores the compiler could then not vectorize past a char that may alias them).
-    void note(const Tangent& d) const {
-        if (d.active) *active = 1;
     }
 };
 
@@ -1343,40 +1403,58 @@ template <class Rule, class G, bool GA, bool AA, bool BA>
     const auto vjp = [&](std::size_t s) {
         return Rule::template vjp<G>(go.at<GA>(s), a.at<AA>(s), b.at<BD>(s), o.at<OA>(s));
     };
-    if (n == 0) return;
-    const Pair<Tangent> first = vjp(0);
-    ga.note(first.a);
-    if constexpr (differentiable_inputs<Rule>() == 2) gb.note(first.b);
-    // No sample's terms reach another sample's row (gw and gx may be one row: x * x), so the loop
-    // vectorizes without the runtime alias checks of its ten pointers, which GCC gives up on.
+    // No sample's terms reach another sample's row, so the loop vectorizes without the runtime alias
+    // checks of its ten pointers, which GCC gives up on. ga and gb are never one row (the sweep hands x * x
+    // a scratch row for b): GCC may reorder their loads and stores under ivdep.
 #pragma GCC ivdep
     for (std::size_t s = 0; s < n; ++s) {
-        const Pair<Tangent> d = vjp(s);
+        const auto d = vjp(s);
         ga.add(s, d.a);
         if constexpr (differentiable_inputs<Rule>() == 2) gb.add(s, d.b);
     }
 }
 
-template <class G, bool GA, bool WA, bool XA>
-[[gnu::flatten]] void dual_dot_rows(DualIn go, DualIn w, DualIn x, DualOut gw, DualOut gx, std::size_t n) {
-    const auto vjp = [&](std::size_t s) { return rules::Dot::vjp<G>(go.at<GA>(s), w.at<WA>(s), x.at<XA>(s)); };
-    if (n == 0) return;
-    const Pair<Tangent> first = vjp(0);
-    gw.note(first.a);
-    gx.note(first.b);
+// WS / XS: the operand is a shared leaf, whose terms' tangents are summed here, sample s in lane s % 4,
+// and the lanes' total added to *w_sum / *x_sum (no row to write, and nothing else to read back).
+// TG: FiniteGrad when every tangent read is finite (the same numbers, with plain products).
+template <class G, class TG, bool GA, bool WA, bool XA, bool WS, bool XS>
+[[gnu::flatten]] void dual_dot_rows(DualIn go, DualIn w, DualIn x, DualOut gw, DualOut gx, double* w_sum,
+                                    double* x_sum, std::size_t n) {
+    const auto vjp = [&](std::size_t s) {
+        return rules::Dot::vjp<G>(go.at_kind<TG, GA, false>(s), w.at_kind<TG, WA, WS>(s),
+                                  x.at_kind<TG, XA, XS>(s));
+    };
+    double lw[4] = {0.0, 0.0, 0.0, 0.0};
+    double lx[4] = {0.0, 0.0, 0.0, 0.0};
+    const auto step = [&](std::size_t s, std::size_t lane) {
+        const auto d = vjp(s);
+        if constexpr (WS) {
+            if (d.a.active) lw[lane] += d.a.t;
+        } else {
+            gw.add(s, d.a);
+        }
+        if constexpr (XS) {
+            if (d.b.active) lx[lane] += d.b.t;
+        } else {
+            gx.add(s, d.b);
+        }
+    };
+    std::size_t s = 0;
 #pragma GCC ivdep  // as above
-    for (std::size_t s = 0; s < n; ++s) {
-        const Pair<Tangent> d = vjp(s);
-        gw.add(s, d.a);
-        gx.add(s, d.b);
+    for (; s + 4 <= n; s += 4) {
+        for (std::size_t lane = 0; lane < 4; ++lane) step(s + lane, lane);
     }
+    for (; s < n; ++s) step(s, s % 4);
+    if constexpr (WS) *w_sum += (lw[0] + lw[1]) + (lw[2] + lw[3]);
+    if constexpr (XS) *x_sum += (lx[0] + lx[1]) + (lx[2] + lx[3]);
 }
 
 // The backward pass of backward_batch, in dual numbers: each row of grads has a row of tangents, and
 // every rule's vjp runs over Tangent (cpp/tangent.hpp), reading the values of the last forward_batch
-// and the tangents of tangent_rows. One pass over the whole batch in the sweep's order, so the grads'
-// values are backward_batch's and each row's tangent is the sum a recorded gradient's jvp would form.
-// What reaches a shared leaf is summed per sample in the sweep's order, then over the samples.
+// and the tangents of tangent_rows. In the sweep's order, so the grads' values are backward_batch's and
+// each row's tangent is the sum a recorded gradient's jvp would form. Samples share nothing here but
+// what they read, so ranges of them run on the threads; what reaches a shared leaf is kept per sample in
+// the sweep's order and summed over the samples at the end.
 void Tape::hvp_batch(const double* tangents, const double* seed, double* out, const double* shared_tangents,
                      double* shared_out) {
     if (!have_batch_forward_) throw std::logic_error("hvp_batch needs a successful forward_batch first");
@@ -1386,8 +1464,28 @@ void Tape::hvp_batch(const double* tangents, const double* seed, double* out, co
     const std::size_t rows = std::size_t{zero_row_} + 1;
     dual_grad_.assign(rows * batch, 0.0);
     dual_tangent_.assign(rows * batch, 0.0);
-    grad_active_.assign(rows, 0);
-    shared_grad_active_.assign(num_shared_, 0);
+    // A shared leaf that an op other than a dot reads gets a row of its per-sample terms; a dot's terms
+    // are summed in registers as they are made (dual_dot_rows).
+    constexpr std::size_t kNoRow = ~std::size_t{0};
+    shared_row_.assign(num_shared_, kNoRow);
+    std::size_t n_shared_rows = 0;
+    for (const Instruction& ins : program_) {
+        if (ins.op == Op::Dot) continue;
+        const auto need = [&](std::uint32_t operand) {
+            if ((operand & kShared) != 0 && shared_row_[operand & ~kShared] == kNoRow) {
+                shared_row_[operand & ~kShared] = n_shared_rows++;
+            }
+        };
+        if (is_nary(ins.op)) {
+            for (std::uint32_t k = 0; k < ins.b; ++k) need(operands_[ins.a + k]);
+        } else {
+            need(ins.a);
+            need(ins.b);
+        }
+    }
+    shared_dual_rows_.assign(n_shared_rows * batch, 0.0);
+    shared_collapsed_.assign(num_shared_, 0.0);
+    dual_sink_.resize(batch);
     const std::size_t n_roots = roots_.size();
     for (std::size_t k = 0; k < n_roots; ++k) {
         const std::uint32_t r = root_operand_[k];
@@ -1395,103 +1493,261 @@ void Tape::hvp_batch(const double* tangents, const double* seed, double* out, co
         double* g = dual_grad_.data() + std::size_t{r} * batch;
         for (std::size_t s = 0; s < batch; ++s) g[s] += seed != nullptr ? seed[s * n_roots + k] : 1.0;
     }
-    const auto value = [&](std::uint32_t operand) -> DualIn {
-        if ((operand & kShared) != 0) {
-            const std::uint32_t j = operand & ~kShared;
-            return {&shared_values_[j], &shared_tangent_[j], 0};
-        }
-        return {after_forward(operand, 0), tangent_.data() + std::size_t{operand} * batch, 1};
-    };
     const auto is_active = [&](std::uint32_t operand) {
         return (operand & kShared) != 0 ? shared_active_[operand & ~kShared] != 0 : active_[operand] != 0;
     };
-    const auto grad_in = [&](std::uint32_t r) -> DualIn {
-        const std::size_t i = std::size_t{r} * batch;
-        return {dual_grad_.data() + i, dual_tangent_.data() + i, 1};
-    };
-    // A shared leaf's per-sample terms go to a row of its own (summed over the samples at the end), their
-    // values to a sink that nothing reads.
-    shared_dual_rows_.assign(num_shared_ * batch, 0.0);
-    dual_sink_.resize(batch);
-    const auto grad_out = [&](std::uint32_t operand) -> DualOut {
+    const auto both_shared = [](std::uint32_t w, std::uint32_t x) { return (w & x & kShared) != 0; };
+
+    // Which grads a term along the direction reaches does not depend on the sample: decided first, by
+    // running each rule once on Tangents whose numbers do not matter.
+    grad_active_.assign(rows, 0);
+    shared_grad_active_.assign(num_shared_, 0);
+    const auto reach = [&](std::uint32_t operand, const Tangent& d) {
+        if (!d.active) return;
         if ((operand & kShared) != 0) {
-            const std::uint32_t j = operand & ~kShared;
-            return {dual_sink_.data(), shared_dual_rows_.data() + std::size_t{j} * batch, &shared_grad_active_[j]};
-        }
-        const std::size_t i = std::size_t{operand} * batch;
-        return {dual_grad_.data() + i, dual_tangent_.data() + i, &grad_active_[operand]};
-    };
-    // FiniteGrad where the row of grads is finite (rules::scale), as backward_batch does.
-    const auto with_grad = [&](const DualIn& go, auto f) {
-        if (all_finite(go.v, batch)) {
-            f(rules::FiniteGrad{});
+            shared_grad_active_[operand & ~kShared] = 1;
         } else {
-            f(rules::AnyGrad{});
+            grad_active_[operand] = 1;
         }
     };
+    const auto probe = [&](bool active) { return Tangent{1.0, 1.0, active}; };
     for (std::size_t i = program_.size(); i-- > 0;) {
         const Instruction& ins = program_[i];
         const std::uint32_t* c = operands_.data() + ins.a;
-        const DualIn go = grad_in(ins.out);
-        const bool g_active = grad_active_[ins.out] != 0;
+        const Tangent g = probe(grad_active_[ins.out] != 0);
         if (ins.op == Op::Sum) {
-            for (std::uint32_t k = 0; k < ins.b; ++k) {
-                const DualOut to = grad_out(c[k]);
-                if (g_active) {
-                    *to.active = 1;
-                    for (std::size_t s = 0; s < batch; ++s) to.add(s, rules::Sum::vjp(go.at<true>(s)));
-                } else {
-                    for (std::size_t s = 0; s < batch; ++s) to.add(s, rules::Sum::vjp(go.at<false>(s)));
-                }
-            }
+            for (std::uint32_t k = 0; k < ins.b; ++k) reach(c[k], rules::Sum::vjp(g));
         } else if (ins.op == Op::Dot) {
             const std::uint32_t n = ins.b / 2;
-            with_grad(go, [&](auto grad) {
-                for (std::uint32_t k = 0; k < n; ++k) {
-                    with_flags(g_active, is_active(c[k]), is_active(c[n + k]), [&](auto G, auto W, auto X) {
-                        dual_dot_rows<decltype(grad), G, W, X>(go, value(c[k]), value(c[n + k]), grad_out(c[k]),
-                                                               grad_out(c[n + k]), batch);
-                    });
-                }
-            });
+            for (std::uint32_t k = 0; k < n; ++k) {
+                const Pair<Tangent> d = rules::Dot::vjp(g, probe(is_active(c[k])), probe(is_active(c[n + k])));
+                reach(c[k], d.a);
+                reach(c[n + k], d.b);
+            }
         } else if (ins.op == Op::LogSumExp) {
-            const DualIn o = value(ins.out);
-            const bool o_active = active_[ins.out] != 0;
             for (std::uint32_t k = 0; k < ins.b; ++k) {
-                const DualIn x = value(c[k]);
-                const DualOut to = grad_out(c[k]);
-                const bool x_active = is_active(c[k]);
-                if (batch > 0) to.note(rules::LogSumExp::vjp(Tangent{0.0, 0.0, g_active}, Tangent{0.0, 0.0, x_active},
-                                                             Tangent{0.0, 0.0, o_active}));
-                for (std::size_t s = 0; s < batch; ++s) {
-                    const Tangent gs{go.v[s], go.t[s], g_active};
-                    const Tangent xs{x.v[s * x.stride], x_active ? x.t[s * x.stride] : 0.0, x_active};
-                    const Tangent os{o.v[s], o_active ? o.t[s] : 0.0, o_active};
-                    to.add(s, rules::LogSumExp::vjp(gs, xs, os));
-                }
+                reach(c[k], rules::LogSumExp::vjp(g, probe(is_active(c[k])), probe(active_[ins.out] != 0)));
             }
         } else {
             visit_elementary(ins.op, [&](auto rule) {
                 using Rule = decltype(rule);
-                const auto run = [&](auto grad) {
-                    // Flags that cannot matter are fixed, for fewer instantiations: b of a unary rule.
-                    const bool b_active = differentiable_inputs<Rule>() == 2 && is_active(ins.b);
-                    with_flags(g_active, is_active(ins.a), b_active, [&](auto G, auto A, auto B) {
-                        if constexpr (differentiable_inputs<Rule>() == 2 || !decltype(B)::value) {
-                            dual_elementary_rows<Rule, decltype(grad), G, A, B>(go, value(ins.a), value(ins.b),
-                                                                               value(ins.out), grad_out(ins.a),
-                                                                               grad_out(ins.b), batch);
-                        }
-                    });
-                };
-                if constexpr (scales_grad<Rule>) {
-                    with_grad(go, run);
-                } else {
-                    run(rules::AnyGrad{});
-                }
+                constexpr bool two = differentiable_inputs<Rule>() == 2;
+                const Pair<Tangent> d = Rule::vjp(g, probe(is_active(ins.a)), probe(two && is_active(ins.b)),
+                                                  probe(active_[ins.out] != 0));
+                reach(ins.a, d.a);
+                if constexpr (two) reach(ins.b, d.b);
             });
         }
     }
+
+    // Per range of samples, per shared leaf: what the range's dot terms add to it (dual_dot_rows).
+    const std::size_t n_ranges = sample_ranges();
+    range_sums_.assign(n_ranges * num_shared_, 0.0);
+    // The sweep over the samples s0 .. s0 + n - 1, range r.
+    const auto sweep = [&](std::size_t range, std::size_t s0, std::size_t n) {
+        double* sums = range_sums_.data() + range * num_shared_;
+        // Whether an operand's tangents here are all finite, asked once per row.
+        signed char* finite_cache = tangent_finite_.data() + range * rows;
+        const auto finite_tangent = [&](std::uint32_t operand) {
+            if ((operand & kShared) != 0) return std::isfinite(shared_tangent_[operand & ~kShared]);
+            if (active_[operand] == 0) return true;  // no tangents: zero
+            if (finite_cache[operand] < 0) {
+                finite_cache[operand] = all_finite(tangent_.data() + std::size_t{operand} * batch + s0, n) ? 1 : 0;
+            }
+            return finite_cache[operand] != 0;
+        };
+        const auto range_sum = [&](std::uint32_t operand) -> double* {
+            return (operand & kShared) != 0 ? sums + (operand & ~kShared) : nullptr;
+        };
+        const auto value = [&](std::uint32_t operand) -> DualIn {
+            if ((operand & kShared) != 0) {
+                const std::uint32_t j = operand & ~kShared;
+                return {&shared_values_[j], &shared_tangent_[j], 0};
+            }
+            return {after_forward(operand, s0), tangent_.data() + std::size_t{operand} * batch + s0, 1};
+        };
+        const auto grad_in = [&](std::uint32_t r) -> DualIn {
+            const std::size_t i = std::size_t{r} * batch + s0;
+            return {dual_grad_.data() + i, dual_tangent_.data() + i, 1};
+        };
+        const auto grad_out = [&](std::uint32_t operand) -> DualOut {
+            if ((operand & kShared) != 0) {
+                // A leaf without a row is only a dot's operand, whose terms dual_dot_rows sums itself.
+                const std::size_t row = shared_row_[operand & ~kShared];
+                double* sink = dual_sink_.data() + s0;
+                return {sink, row == kNoRow ? sink : shared_dual_rows_.data() + row * batch + s0};
+            }
+            const std::size_t i = std::size_t{operand} * batch + s0;
+            return {dual_grad_.data() + i, dual_tangent_.data() + i};
+        };
+        // An operand read twice by one op (x * x) has its second term go to scratch rows first, then
+        // added to its row: the same additions in the same order, and no row written twice in one loop.
+        // The scratch starts at -0.0, the one number x + -0.0 leaves alone, so it holds each term exactly;
+        // a term's tangent reaches the row only if it is active, as DualOut::add decides.
+        const auto alias_out = [&]() -> DualOut {
+            double* scratch = dual_alias_.data() + 2 * s0;
+            std::fill_n(scratch, 2 * n, -0.0);
+            return {scratch, scratch + n};
+        };
+        const auto unalias = [&](const DualOut& row, const DualOut& scratch, bool active) {
+            for (std::size_t s = 0; s < n; ++s) row.g[s] += scratch.g[s];
+            if (!active) return;
+            for (std::size_t s = 0; s < n; ++s) row.t[s] += scratch.t[s];
+        };
+        // FiniteGrad where the grads are finite (rules::scale), as backward_batch does.
+        const auto with_grad = [&](const DualIn& go, auto f) {
+            if (all_finite(go.v, n)) {
+                f(rules::FiniteGrad{});
+            } else {
+                f(rules::AnyGrad{});
+            }
+        };
+        for (std::size_t i = program_.size(); i-- > 0;) {
+            const Instruction& ins = program_[i];
+            const std::uint32_t* c = operands_.data() + ins.a;
+            const DualIn go = grad_in(ins.out);
+            const bool g_active = grad_active_[ins.out] != 0;
+            if (ins.op == Op::Sum) {
+                for (std::uint32_t k = 0; k < ins.b; ++k) {
+                    const DualOut to = grad_out(c[k]);
+                    if (g_active) {
+                        for (std::size_t s = 0; s < n; ++s) to.add(s, rules::Sum::vjp(go.at<true>(s)));
+                    } else {
+                        for (std::size_t s = 0; s < n; ++s) to.add(s, rules::Sum::vjp(go.at<false>(s)));
+                    }
+                }
+            } else if (ins.op == Op::Dot) {
+                const std::uint32_t terms = ins.b / 2;
+                const bool g_finite = !g_active || all_finite(go.t, n);
+                with_grad(go, [&](auto grad) {
+                    for (std::uint32_t k = 0; k < terms; ++k) {
+                        const std::uint32_t w = c[k];
+                        const std::uint32_t x = c[terms + k];
+                        if (both_shared(w, x)) continue;  // after the sweep
+                        const bool alias = w == x && (w & kShared) == 0;  // x * x: one row of grads
+                        const DualOut to_x = alias ? alias_out() : grad_out(x);
+                        const auto run = [&](auto tg) {
+                            with_flags(g_active, is_active(w), is_active(x), [&](auto G, auto W, auto X) {
+                                with_kinds((w & kShared) != 0, (x & kShared) != 0, [&](auto ws, auto xs) {
+                                    dual_dot_rows<decltype(grad), decltype(tg), G, W, X, decltype(ws)::value,
+                                                  decltype(xs)::value>(go, value(w), value(x), grad_out(w), to_x,
+                                                                       range_sum(w), range_sum(x), n);
+                                });
+                            });
+                        };
+                        if (g_finite && finite_tangent(w) && finite_tangent(x)) {
+                            run(rules::FiniteGrad{});
+                        } else {
+                            run(rules::AnyGrad{});
+                        }
+                        if (alias) {
+                            const bool active = rules::Dot::vjp(probe(g_active), probe(is_active(w)),
+                                                                probe(is_active(x))).b.active;
+                            unalias(grad_out(x), to_x, active);
+                        }
+                    }
+                });
+            } else if (ins.op == Op::LogSumExp) {
+                const DualIn o = value(ins.out);
+                const bool o_active = active_[ins.out] != 0;
+                for (std::uint32_t k = 0; k < ins.b; ++k) {
+                    const DualIn x = value(c[k]);
+                    const DualOut to = grad_out(c[k]);
+                    const bool x_active = is_active(c[k]);
+                    for (std::size_t s = 0; s < n; ++s) {
+                        const Tangent gs{go.v[s], go.t[s], g_active};
+                        const Tangent xs{x.v[s * x.stride], x_active ? x.t[s * x.stride] : 0.0, x_active};
+                        const Tangent os{o.v[s], o_active ? o.t[s] : 0.0, o_active};
+                        to.add(s, rules::LogSumExp::vjp(gs, xs, os));
+                    }
+                }
+            } else {
+                visit_elementary(ins.op, [&](auto rule) {
+                    using Rule = decltype(rule);
+                    const auto run = [&](auto grad) {
+                        // Flags that cannot matter are fixed, for fewer instantiations: b of a unary rule.
+                        const bool b_active = differentiable_inputs<Rule>() == 2 && is_active(ins.b);
+                        const bool alias = differentiable_inputs<Rule>() == 2 && ins.a == ins.b &&
+                                           (ins.a & kShared) == 0;  // x * x: one row of grads
+                        const DualOut to_b = alias ? alias_out() : grad_out(ins.b);
+                        with_flags(g_active, is_active(ins.a), b_active, [&](auto G, auto A, auto B) {
+                            if constexpr (differentiable_inputs<Rule>() == 2 || !decltype(B)::value) {
+                                dual_elementary_rows<Rule, decltype(grad), G, A, B>(
+                                    go, value(ins.a), value(ins.b), value(ins.out), grad_out(ins.a), to_b, n);
+                            }
+                        });
+                        if (alias) {
+                            const bool active = Rule::vjp(probe(g_active), probe(is_active(ins.a)),
+                                                          probe(b_active), probe(active_[ins.out] != 0))
+                                                    .b.active;
+                            unalias(grad_out(ins.b), to_b, active);
+                        }
+                    };
+                    if constexpr (scales_grad<Rule>) {
+                        with_grad(go, run);
+                    } else {
+                        run(rules::AnyGrad{});
+                    }
+                });
+            }
+        }
+    };
+    // tangent_finite_ keeps tangent_rows' answers: the same ranges, the same rows.
+    dual_alias_.resize(2 * batch);
+    for_sample_ranges(n_ranges, sweep);
+
+    // Dot terms of two shared leaves (a penalty such as dot(params, params)) reach only shared leaves,
+    // which nothing in the sweep reads, so they run now that every grad is complete. They read the same
+    // numbers in every sample but g, and a vjp is linear in g: with finite grads and tangents their terms
+    // summed over the samples are the vjp of g summed over the samples, one evaluation instead of one
+    // per sample (the rounding differs; the per-leaf sums promise no order).
+    const auto sum_over_samples = [&](const double* row) {  // less the samples that failed, in four lanes
+        std::copy_n(row, batch, dual_sink_.data());
+        for (const std::size_t f : failed_) dual_sink_[f] = 0.0;
+        double lane[4] = {0.0, 0.0, 0.0, 0.0};
+        add_lanes(lane, dual_sink_.data(), 0, batch, batch / 4 * 4);
+        return lane_total(lane);
+    };
+    const auto shared_in = [&](std::uint32_t operand) -> DualIn {
+        const std::uint32_t j = operand & ~kShared;
+        return {&shared_values_[j], &shared_tangent_[j], 0};
+    };
+    for (std::size_t i = program_.size(); i-- > 0;) {
+        const Instruction& ins = program_[i];
+        if (ins.op != Op::Dot) continue;
+        const std::uint32_t* c = operands_.data() + ins.a;
+        const std::uint32_t terms = ins.b / 2;
+        bool any = false;
+        for (std::uint32_t k = 0; k < terms; ++k) any |= both_shared(c[k], c[terms + k]);
+        if (!any) continue;
+        const double* gv = dual_grad_.data() + std::size_t{ins.out} * batch;
+        const double* gt = dual_tangent_.data() + std::size_t{ins.out} * batch;
+        const bool g_active = grad_active_[ins.out] != 0;
+        const bool finite = all_finite(gv, batch) && (!g_active || all_finite(gt, batch));
+        const Tangent g_total{finite ? sum_over_samples(gv) : 0.0, finite && g_active ? sum_over_samples(gt) : 0.0,
+                              g_active};
+        for (std::uint32_t k = 0; k < terms; ++k) {
+            const std::uint32_t w = c[k];
+            const std::uint32_t x = c[terms + k];
+            if (!both_shared(w, x)) continue;
+            if (finite) {
+                const Pair<Tangent> d = rules::Dot::vjp<rules::FiniteGrad>(g_total, shared_in(w).at_shared(),
+                                                                           shared_in(x).at_shared());
+                if (d.a.active) shared_collapsed_[w & ~kShared] += d.a.t;
+                if (d.b.active) shared_collapsed_[x & ~kShared] += d.b.t;
+            } else {
+                const DualIn go{gv, gt, 1};
+                const DualOut none{nullptr, nullptr};  // both are shared: summed in lanes
+                with_flags(g_active, is_active(w), is_active(x), [&](auto G, auto W, auto X) {
+                    dual_dot_rows<rules::AnyGrad, rules::AnyGrad, G, W, X, true, true>(go, shared_in(w), shared_in(x),
+                                                                                        none, none,
+                                                                        &shared_collapsed_[w & ~kShared],
+                                                                        &shared_collapsed_[x & ~kShared], batch);
+                });
+            }
+        }
+    }
+
     const std::size_t n_in = inputs_.size();
     for (std::size_t i = 0; i < n_in; ++i) {
         const double* t = dual_tangent_.data() + i * batch;
@@ -1500,19 +1756,30 @@ void Tape::hvp_batch(const double* tangents, const double* seed, double* out, co
     for (const std::size_t s : failed_) std::fill_n(out + s * n_in, n_in, std::numeric_limits<double>::quiet_NaN());
     if (shared_out == nullptr) return;
     // Each shared leaf's row summed over the samples in four lanes, as backward_batch sums a chunk's
-    // gradients, less the samples that failed.
+    // gradients, less the samples that failed; then its dot terms' sums, range by range; then the terms
+    // summed after the sweep. The ranges depend on the batch alone, so the threads change no bit.
     for (std::size_t j = 0; j < num_shared_; ++j) {
-        double* t = shared_dual_rows_.data() + j * batch;
-        for (const std::size_t f : failed_) t[f] = 0.0;
-        double lane[4] = {0.0, 0.0, 0.0, 0.0};
-        add_lanes(lane, t, 0, batch, batch / 4 * 4);
-        shared_out[j] = lane_total(lane);
+        double total = 0.0;
+        if (shared_row_[j] != kNoRow) {
+            double* t = shared_dual_rows_.data() + shared_row_[j] * batch;
+            for (const std::size_t f : failed_) t[f] = 0.0;
+            double lane[4] = {0.0, 0.0, 0.0, 0.0};
+            add_lanes(lane, t, 0, batch, batch / 4 * 4);
+            total = lane_total(lane);
+        }
+        for (std::size_t r = 0; r < n_ranges; ++r) total += range_sums_[r * num_shared_ + j];
+        shared_out[j] = total + shared_collapsed_[j];
     }
 }
 
 std::size_t Tape::shared_leaf_index(NodeId id) const {
-    return static_cast<std::size_t>(
-        std::find(leaves_.begin(), leaves_.begin() + static_cast<std::ptrdiff_t>(num_shared_), id) - leaves_.begin());
+    const auto it = leaf_position_.find(id);
+    return it == leaf_position_.end() || it->second >= num_shared_ ? num_shared_ : it->second;
+}
+
+bool Tape::is_input(NodeId id) const {
+    const auto it = leaf_position_.find(id);
+    return it != leaf_position_.end() && it->second >= num_shared_;
 }
 
 bool Tape::is_shared_leaf(NodeId id) const { return shared_leaf_index(id) < num_shared_; }

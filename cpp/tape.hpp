@@ -21,6 +21,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "arena.hpp"
@@ -129,7 +130,7 @@ class Tape {
     // num_shared_leaves() for anything else.
     std::size_t shared_leaf_index(NodeId id) const;
     std::size_t num_shared_leaves() const { return num_shared_; }
-    NodeId shared_leaf(std::size_t j) const { return leaves_[j]; }
+    bool is_input(NodeId id) const;
     // The batch of values of a node of the graph after forward_batch (batch values), or null
     // when the node is not in the graph.
     // The first call for a node whose row is not stored (nothing after the forward pass needs it)
@@ -160,6 +161,16 @@ class Tape {
     // Every row's tangent along one direction per sample (tangent_, active_): jvp_batch's pass.
     // shared_tangents: one per shared leaf, or null for none.
     void tangent_rows(const double* tangents, const double* shared_tangents);
+    // tangent_rows' pass over the samples s0 .. s0 + n - 1; finite_cache holds, per row, whether its
+    // tangents there are all finite.
+    void tangent_range(std::size_t s0, std::size_t n, signed char* finite_cache);
+    // tangent_rows and hvp_batch run ranges of samples on the threads: their passes share nothing between
+    // samples but what they read, and the ranges depend on the batch alone (a shared leaf's sums are
+    // kept per range), so the threads change no result. f(range, s0, n); f must not throw.
+    std::size_t sample_range_size() const;
+    std::size_t sample_ranges() const;
+    template <class F>
+    void for_sample_ranges(std::size_t n_ranges, F&& f);
     // Values: a row is stored for the whole batch only if something after the forward pass reads it
     // (kept_value_: an input, a root, a value some vjp reads, or a row batch_values was asked for);
     // every other row lives in the thread's workspace while its tile runs, so that a large batch
@@ -267,6 +278,7 @@ class Tape {
     std::vector<NodeId> order_;   // non-leaf nodes, reverse creation order (Arena::topological_order)
     std::vector<NodeId> inputs_;
     std::vector<NodeId> leaves_;  // every leaf of the graph: shared ones first, then the inputs
+    std::unordered_map<NodeId, std::size_t> leaf_position_;  // each leaf's index in leaves_
 
     // The row program (built on the first batched call). Rows: [inputs][nodes in forward order]
     // [one row of zeros, the unused second operand of unary ops]; shared leaves have no row.
@@ -289,13 +301,17 @@ class Tape {
     std::vector<double> shared_grads_;
     std::vector<double> tangent_;  // per row: forward-mode tangents (jvp; batch of them for jvp_batch)
     std::vector<char> active_;     // per row: does it depend on a seeded input?
-    std::vector<signed char> tangent_finite_;  // per row: are its tangents finite? (-1: not asked yet)
+    std::vector<signed char> tangent_finite_;  // per range and row: are its tangents finite? (-1: not asked)
     std::vector<double> dual_grad_;     // hvp_batch: per row, the batch's grads ...
     std::vector<double> dual_tangent_;  // ... and their tangents
     std::vector<char> grad_active_;     // ... and whether a term along the direction reached them
-    std::vector<double> shared_dual_rows_;  // ... per shared leaf, a row of its grad's tangents
+    std::vector<double> shared_dual_rows_;  // ... rows of some shared leaves' grads' tangents per sample
+    std::vector<std::size_t> shared_row_;   // ... which row each shared leaf has (or none)
     std::vector<double> dual_sink_;         // ... and a row for their values, which nothing reads
     std::vector<char> shared_grad_active_;  // ... and whether a term along the direction reached them
+    std::vector<double> shared_collapsed_;  // ... and their terms summed over the samples at once
+    std::vector<double> range_sums_;        // ... and per range of samples, their dot terms' sums
+    std::vector<double> dual_alias_;        // ... and scratch rows for an operand read twice (x * x)
     std::vector<double> shared_tangent_;  // per shared leaf: its tangent (tangent_rows)
     std::vector<char> shared_active_;     // ... and whether it is nonzero
     std::vector<Workspace> workspaces_;  // one per thread

@@ -8,7 +8,6 @@
 #include <limits>
 #include <memory>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "optimizer.hpp"
@@ -36,7 +35,10 @@ NodeId node_arg(py::handle obj, const std::string& what) {
 std::vector<NodeId> nodes_arg(const py::iterable& values, const std::string& what, std::vector<py::object>& keep) {
     std::vector<NodeId> ids;
     for (py::handle v : values) {
-        ids.push_back(node_arg(v, what + "[" + std::to_string(ids.size()) + "]"));
+        NodeId id = 0;
+        // The message is built only for an error: formatting it for every Value cost more than the rest.
+        if (!node_of(v.ptr(), &id)) node_arg(v, what + "[" + std::to_string(ids.size()) + "]");
+        ids.push_back(id);
         keep.push_back(py::reinterpret_borrow<py::object>(v));
     }
     return ids;
@@ -358,14 +360,10 @@ are exact on every replay.
                         nodes_arg(py::reinterpret_borrow<py::iterable>(params), "params", keep);
                     const std::size_t n_shared = tape.num_shared_leaves();
                     shared_tangents.assign(n_shared, 0.0);
-                    std::unordered_map<NodeId, std::size_t> index;  // shared leaf -> j; inputs -> n_shared + 1
-                    for (std::size_t j = 0; j < n_shared; ++j) index.emplace(tape.shared_leaf(j), j);
-                    for (const NodeId id : tape.inputs()) index.emplace(id, n_shared + 1);
                     std::vector<char> taken(n_shared, 0);
                     for (const NodeId id : wrt) {
-                        const auto it = index.find(id);
-                        const std::size_t j = it == index.end() ? n_shared : it->second;
-                        if (j == n_shared + 1) {
+                        const std::size_t j = tape.shared_leaf_index(id);
+                        if (j == n_shared && tape.is_input(id)) {
                             throw py::value_error("hvp_batch(): a Value in params is an input of the tape; its "
                                                   "tangents go in `tangents`, one per sample");
                         }

@@ -10,12 +10,18 @@ recorded derivatives (whose graphs hold the derivative-only ops). PyTorch checks
 
 from __future__ import annotations
 
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from conftest import require_module
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_batched_ops import BATCHES, Program, programs, record, samples
+from test_batched_ops import BATCHES, Program, fixed_programs, programs, record, samples
 
 import arenagrad as ag
 
@@ -257,3 +263,43 @@ def test_bad_calls_raise_clear_errors() -> None:
     with pytest.raises(ValueError, match="several roots"):
         several.hvp_batch(np.ones((3, 2)))
     np.testing.assert_array_equal(several.hvp_batch(np.ones((3, 2)), np.ones((3, 2))), np.ones((3, 2)))
+
+
+HVP_CHILD = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import test_hvp_batch as t
+print(t.hvp_digest())
+"""
+
+
+def hvp_digest() -> str:
+    """The bits of hvp_batch's rows and parameter sums on the fixed programs, at batch sizes that make one
+    range of samples and several (256 samples each), one of them partial."""
+    h = hashlib.sha256()
+    for program in fixed_programs():
+        for batch in (17, 1031):
+            x, seeds = samples(program, batch)
+            if program.as_list and seeds is None:
+                seeds = np.ones((batch, len(program.roots)))
+            rec = record(program, x[0])
+            rec.tape.forward_batch(x)
+            t = _tangents(program, batch, program.n_inputs)
+            v = np.linspace(-1.0, 1.0, len(program.params))
+            rows, summed = rec.tape.hvp_batch(t, seeds, params=rec.params, param_tangents=v)
+            h.update(rows.tobytes())
+            h.update(summed.tobytes())
+    return h.hexdigest()
+
+
+def test_the_thread_count_changes_no_bit() -> None:
+    """Ranges of samples run on the threads; the ranges depend on the batch alone, so 1, 2 and 3 threads
+    give the same bits as this process. The thread count is read once per process, hence the processes."""
+    want = hvp_digest()
+    tests = str(Path(__file__).resolve().parent)
+    for n in ("1", "2", "3"):
+        env = {**os.environ, "ARENAGRAD_NUM_THREADS": n}
+        command = [sys.executable, "-c", HVP_CHILD, tests]
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split() == [want], f"{n} threads"
