@@ -1185,18 +1185,13 @@ void Tape::tangent_rows(const double* tangents, const double* shared_tangents) {
     tangent_.resize(rows * batch);  // a row is read only once written (active)
     active_.assign(rows, 0);
     const std::size_t n_in = inputs_.size();
-    // Transposed eight inputs at a time, so that each row of `tangents` is read a cache line at a time.
-    constexpr std::size_t kBlock = 8;
-    for (std::size_t i0 = 0; i0 < n_in; i0 += kBlock) {
-        const std::size_t m = std::min(kBlock, n_in - i0);
-        for (std::size_t s = 0; s < batch; ++s) {
-            for (std::size_t i = 0; i < m; ++i) tangent_[(i0 + i) * batch + s] = tangents[s * n_in + i0 + i];
-        }
-    }
     for (std::size_t i = 0; i < n_in; ++i) {
-        const double* t = tangent_.data() + i * batch;
+        double* t = tangent_.data() + i * batch;
         bool nonzero = false;
-        for (std::size_t s = 0; s < batch; ++s) nonzero |= t[s] != 0.0;
+        for (std::size_t s = 0; s < batch; ++s) {
+            t[s] = tangents[s * n_in + i];
+            nonzero |= t[s] != 0.0;
+        }
         active_[i] = nonzero;
     }
     // A shared leaf's tangent is one number for every sample, as its value is; zero is a symbolic zero.
@@ -1209,6 +1204,14 @@ void Tape::tangent_rows(const double* tangents, const double* shared_tangents) {
     const auto active = [&](std::uint32_t operand) {
         return (operand & kShared) != 0 ? shared_active_[operand & ~kShared] != 0 : active_[operand] != 0;
     };
+    // One range (a batch of up to 256) marks each row as its pass reaches it, as that pass decides anyway;
+    // this pre-pass would cost a calling loop of one-hot directions (a Hessian's columns) a third more.
+    const std::size_t n_ranges = sample_ranges();
+    tangent_finite_.assign(n_ranges * rows, -1);
+    if (n_ranges == 1) {
+        tangent_range(0, batch, tangent_finite_.data(), true);
+        return;
+    }
     for (const Instruction& ins : program_) {
         const std::uint32_t* c = operands_.data() + ins.a;
         bool reached = false;
@@ -1223,16 +1226,14 @@ void Tape::tangent_rows(const double* tangents, const double* shared_tangents) {
         }
         active_[ins.out] = reached;
     }
-    const std::size_t n_ranges = sample_ranges();
-    tangent_finite_.assign(n_ranges * rows, -1);
     for_sample_ranges(n_ranges, [&](std::size_t r, std::size_t s0, std::size_t n) {
-        tangent_range(s0, n, tangent_finite_.data() + r * rows);
+        tangent_range(s0, n, tangent_finite_.data() + r * rows, false);
     });
 }
 
 // tangent_rows' pass over the samples s0 .. s0 + n - 1. finite_cache holds, per row, whether its
 // tangents there are all finite (-1: not asked yet).
-void Tape::tangent_range(std::size_t s0, std::size_t n, signed char* finite_cache) {
+void Tape::tangent_range(std::size_t s0, std::size_t n, signed char* finite_cache, bool mark_active) {
     const std::size_t batch = batch_;
     const auto active = [&](std::uint32_t operand) {
         return (operand & kShared) != 0 ? shared_active_[operand & ~kShared] != 0 : active_[operand] != 0;
@@ -1252,6 +1253,17 @@ void Tape::tangent_range(std::size_t s0, std::size_t n, signed char* finite_cach
         return finite_cache[operand] != 0;
     };
     for (const Instruction& ins : program_) {
+        // Most instructions of a one-hot direction (a Hessian's column) are not reached: skip them early.
+        bool reached = false;
+        if (is_nary(ins.op)) {
+            for (std::uint32_t k = 0; k < ins.b && !reached; ++k) reached = active(operands_[ins.a + k]);
+        } else {
+            reached = active(ins.a) || active(ins.b);
+        }
+        if (!reached) {
+            if (mark_active) active_[ins.out] = 0;
+            continue;
+        }
         double* t = trow(ins.out);
         bool any = false;
         // Adds term(s, G) for every sample: the first term is stored, later ones added. G is the
@@ -1354,6 +1366,7 @@ void Tape::tangent_range(std::size_t s0, std::size_t n, signed char* finite_cach
                 });
             });
         }
+        if (mark_active) active_[ins.out] = any;
     }
 }
 

@@ -162,8 +162,8 @@ class Tape {
     // shared_tangents: one per shared leaf, or null for none.
     void tangent_rows(const double* tangents, const double* shared_tangents);
     // tangent_rows' pass over the samples s0 .. s0 + n - 1; finite_cache holds, per row, whether its
-    // tangents there are all finite.
-    void tangent_range(std::size_t s0, std::size_t n, signed char* finite_cache);
+    // tangents there are all finite. mark_active: set active_ for each row as it is reached (one range).
+    void tangent_range(std::size_t s0, std::size_t n, signed char* finite_cache, bool mark_active);
     // tangent_rows and hvp_batch run ranges of samples on the threads: their passes share nothing between
     // samples but what they read, and the ranges depend on the batch alone (a shared leaf's sums are
     // kept per range), so the threads change no result. f(range, s0, n); f must not throw.
