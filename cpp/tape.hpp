@@ -164,6 +164,12 @@ class Tape {
     // tangent_rows' pass over the samples s0 .. s0 + n - 1; finite_cache holds, per row, whether its
     // tangents there are all finite. mark_active: set active_ for each row as it is reached (one range).
     void tangent_range(std::size_t s0, std::size_t n, signed char* finite_cache, bool mark_active);
+    // Forward mode's activity (after tangent_rows set the inputs' and shared leaves'): does an operand
+    // carry a tangent, and does any term along the direction reach an instruction's output?
+    bool tangent_active(std::uint32_t operand) const {
+        return (operand & kShared) != 0 ? shared_active_[operand & ~kShared] != 0 : active_[operand] != 0;
+    }
+    bool tangent_reaches(const Instruction& ins) const;
     // tangent_rows and hvp_batch run ranges of samples on the threads: their passes share nothing between
     // samples but what they read, and the ranges depend on the batch alone (a shared leaf's sums are
     // kept per range), so the threads change no result. f(range, s0, n); f must not throw.
