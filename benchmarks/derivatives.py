@@ -318,16 +318,23 @@ def arenagrad_rows(es: EngineSet, prob: Problem) -> EngineRows:
     return out
 
 
-def _arenagrad_hvp_batch(ag: Any, prob: Problem) -> Row:
-    """One sample's loss term recorded once (no gradient graph), inputs the sample, the parameters shared
-    leaves; Tape.hvp_batch runs its backward pass in dual numbers for every sample (forward over reverse)
-    with the tangent v on the parameters, and sums the derivatives of their gradients over the samples."""
+def _sample_term(ag: Any, prob: Problem) -> tuple[list[Any], Any, list[Any], Any]:
+    """One sample's share of the loss, for the batched engines: its inputs (x1, x2), its label, the
+    parameters (Values at prob.p) and the term (hinge / n + the L2 penalty / n)."""
     x = [ag.Value(0.0), ag.Value(0.0)]
     label = ag.Value(1.0)
     params = [ag.Value(float(v)) for v in prob.p]
     inv_n = 1.0 / len(prob.X)
     score = ag_mlp(ag, params, x, prob.activation)
     term = (1.0 - label * score).relu() * inv_n + ALPHA * inv_n * ag.dot(params, params)
+    return x, label, params, term
+
+
+def _arenagrad_hvp_batch(ag: Any, prob: Problem) -> Row:
+    """One sample's loss term recorded once (no gradient graph), inputs the sample, the parameters shared
+    leaves; Tape.hvp_batch runs its backward pass in dual numbers for every sample (forward over reverse)
+    with the tangent v on the parameters, and sums the derivatives of their gradients over the samples."""
+    x, label, params, term = _sample_term(ag, prob)
     tape = ag.Tape(term, [*x, label])
     rows = np.ascontiguousarray(np.hstack([prob.X, prob.y[:, None]]))
     no_input_tangents = np.zeros_like(rows)
@@ -347,12 +354,7 @@ def _arenagrad_per_sample(ag: Any, prob: Problem) -> dict[str, Row]:
     tape whose inputs are the sample (x1, x2, y) and the parameters; every sample is then a row of one
     batched replay, so each op is a loop over the 100 samples. An HVP is forward_batch + one jvp_batch with
     v on the parameters' columns, summed over the samples; the Hessian one jvp_batch per parameter."""
-    x = [ag.Value(0.0), ag.Value(0.0)]
-    label = ag.Value(1.0)
-    params = [ag.Value(float(v)) for v in prob.p]
-    inv_n = 1.0 / len(prob.X)
-    score = ag_mlp(ag, params, x, prob.activation)
-    term = (1.0 - label * score).relu() * inv_n + ALPHA * inv_n * ag.dot(params, params)
+    x, label, params, term = _sample_term(ag, prob)
     tape = ag.Tape(ag.grad(term, params, create_graph=True), [*x, label, *params])
     n, k = len(prob.X), len(prob.p)
     rows = np.ascontiguousarray(np.hstack([prob.X, prob.y[:, None], np.broadcast_to(prob.p, (n, k))]))
