@@ -28,6 +28,9 @@ struct BasicTangent {
     static constexpr bool kEvaluates = true;  // see rules::scale
 
     Tangent constant(double c) const { return {c, 0.0, false}; }
+    // A Tangent whose numbers do not matter: running a rule on probes says which of its terms are
+    // active, which does not depend on the numbers (a sweep decides it once, before any sample).
+    static Tangent probe(bool is_active) { return {1.0, 1.0, is_active}; }
 
     template <class Rule>
     static Tangent apply_rule(const Tangent& a, const Tangent& b) {

@@ -15,6 +15,7 @@
 #include <unordered_set>
 
 #include "row_kernels.hpp"
+#include "static_flags.hpp"
 #include "tangent.hpp"
 #include "worker_pool.hpp"
 
@@ -120,22 +121,6 @@ struct GradOut<true> {
     void finish(std::size_t n) { reduce->into(g, scratch, n); }
 };
 
-// Calls f with two compile-time flags saying which operands are shared scalars.
-template <class F>
-void with_kinds(bool a_shared, bool b_shared, F&& f) {
-    if (a_shared) {
-        if (b_shared) {
-            f(std::true_type{}, std::true_type{});
-        } else {
-            f(std::true_type{}, std::false_type{});
-        }
-    } else if (b_shared) {
-        f(std::false_type{}, std::true_type{});
-    } else {
-        f(std::false_type{}, std::false_type{});
-    }
-}
-
 template <class Rule, bool AS, bool BS>
 bool forward_rows(double* out, In<AS> a, In<BS> b, std::size_t n) {
     bool ok = true;
@@ -145,22 +130,6 @@ bool forward_rows(double* out, In<AS> a, In<BS> b, std::size_t n) {
         ok &= e.status == Status::Ok;
     }
     return ok;
-}
-
-// True when every grad of the row is finite: the loops below then use the rules' FiniteGrad form,
-// plain products, as the arena's sweep does; the general form costs the vectorized loops 3x.
-bool all_finite(const double* g, std::size_t n) {
-    // Integer bit tests, which vectorize (a floating-point test would not): a double is inf or NaN
-    // when its exponent bits are all ones, and adding one at the exponent's lowest bit then carries
-    // into the sign bit.
-    constexpr std::uint64_t kExponent = 0x7FF0000000000000u;
-    std::uint64_t carry = 0;
-    for (std::size_t s = 0; s < n; ++s) {
-        std::uint64_t bits;
-        std::memcpy(&bits, g + s, sizeof bits);
-        carry |= (bits & kExponent) + (std::uint64_t{1} << 52);
-    }
-    return (carry >> 63) == 0;
 }
 
 template <class Rule, class G, bool AS, bool BS>
@@ -634,20 +603,6 @@ bool Tape::scaled_rows(Workspace& ws, double* lanes, const std::uint32_t* c, std
         ws.dot_row_grads.push_back(lanes == nullptr ? nullptr : tile_grad(ws, r));
     }
     return true;
-}
-
-// How many threads batched replay may use: ARENAGRAD_NUM_THREADS if set (at least 1), else the
-// cores of the machine. Decided once: asking the system costs more than a small batch's replay.
-std::size_t num_threads() {
-    static const std::size_t threads = [] {
-        if (const char* text = std::getenv("ARENAGRAD_NUM_THREADS")) {
-            char* end = nullptr;
-            const unsigned long n = std::strtoul(text, &end, 10);
-            if (end != text && *end == '\0' && n >= 1) return std::min<std::size_t>(n, 256);
-        }
-        return std::size_t{std::max(1u, std::thread::hardware_concurrency())};
-    }();
-    return threads;
 }
 
 template <class F>
@@ -1144,19 +1099,6 @@ void dot_tangent_rows(double* t, In<WS> tw, In<XS> tx, In<WS> w, In<XS> x, std::
     }
 }
 
-// Calls f with compile-time flags for three runtime ones.
-template <class F>
-void with_flags(bool x, bool y, bool z, F&& f) {
-    const auto b = [](bool v, auto g) {
-        if (v) {
-            g(std::true_type{});
-        } else {
-            g(std::false_type{});
-        }
-    };
-    b(x, [&](auto X) { b(y, [&](auto Y) { b(z, [&](auto Z) { f(X, Y, Z); }); }); });
-}
-
 // Forward mode over rows: a row's tangent is the sum, in operand order, of each active operand's
 // term (the rule's vjp applied to the operand's tangent), as in jvp(). Activity is per row (shared
 // leaves are never active, nor is an input whose tangents are all zero: a symbolic zero, as in
@@ -1460,6 +1402,52 @@ template <class G, class TG, bool GA, bool WA, bool XA, bool WS, bool XS>
     if constexpr (XS) *x_sum += (lx[0] + lx[1]) + (lx[2] + lx[3]);
 }
 
+// Which grads a term along the direction reaches does not depend on the sample: decided before any
+// sample's sweep, by running each rule once on Tangents whose numbers do not matter.
+void Tape::reach_grads() {
+    const std::size_t rows = std::size_t{zero_row_} + 1;
+    grad_active_.assign(rows, 0);
+    shared_grad_active_.assign(num_shared_, 0);
+    const auto reach = [&](std::uint32_t operand, const Tangent& d) {
+        if (!d.active) return;
+        if ((operand & kShared) != 0) {
+            shared_grad_active_[operand & ~kShared] = 1;
+        } else {
+            grad_active_[operand] = 1;
+        }
+    };
+    const auto probe = Tangent::probe;
+    for (std::size_t i = program_.size(); i-- > 0;) {
+        const Instruction& ins = program_[i];
+        const std::uint32_t* c = operands_.data() + ins.a;
+        const Tangent g = probe(grad_active_[ins.out] != 0);
+        if (ins.op == Op::Sum) {
+            for (std::uint32_t k = 0; k < ins.b; ++k) reach(c[k], rules::Sum::vjp(g));
+        } else if (ins.op == Op::Dot) {
+            const std::uint32_t n = ins.b / 2;
+            for (std::uint32_t k = 0; k < n; ++k) {
+                const Pair<Tangent> d =
+                    rules::Dot::vjp(g, probe(tangent_active(c[k])), probe(tangent_active(c[n + k])));
+                reach(c[k], d.a);
+                reach(c[n + k], d.b);
+            }
+        } else if (ins.op == Op::LogSumExp) {
+            for (std::uint32_t k = 0; k < ins.b; ++k) {
+                reach(c[k], rules::LogSumExp::vjp(g, probe(tangent_active(c[k])), probe(active_[ins.out] != 0)));
+            }
+        } else {
+            visit_elementary(ins.op, [&](auto rule) {
+                using Rule = decltype(rule);
+                constexpr bool two = differentiable_inputs<Rule>() == 2;
+                const Pair<Tangent> d = Rule::vjp(g, probe(tangent_active(ins.a)), probe(two && tangent_active(ins.b)),
+                                                  probe(active_[ins.out] != 0));
+                reach(ins.a, d.a);
+                if constexpr (two) reach(ins.b, d.b);
+            });
+        }
+    }
+}
+
 // The backward pass of backward_batch, in dual numbers: each row of grads has a row of tangents, and
 // every rule's vjp runs over Tangent (cpp/tangent.hpp), reading the values of the last forward_batch
 // and the tangents of tangent_rows. In the sweep's order, so the grads' values are backward_batch's and
@@ -1506,48 +1494,8 @@ void Tape::hvp_batch(const double* tangents, const double* seed, double* out, co
     }
     const auto both_shared = [](std::uint32_t w, std::uint32_t x) { return (w & x & kShared) != 0; };
 
-    // Which grads a term along the direction reaches does not depend on the sample: decided first, by
-    // running each rule once on Tangents whose numbers do not matter.
-    grad_active_.assign(rows, 0);
-    shared_grad_active_.assign(num_shared_, 0);
-    const auto reach = [&](std::uint32_t operand, const Tangent& d) {
-        if (!d.active) return;
-        if ((operand & kShared) != 0) {
-            shared_grad_active_[operand & ~kShared] = 1;
-        } else {
-            grad_active_[operand] = 1;
-        }
-    };
-    const auto probe = [&](bool active) { return Tangent{1.0, 1.0, active}; };
-    for (std::size_t i = program_.size(); i-- > 0;) {
-        const Instruction& ins = program_[i];
-        const std::uint32_t* c = operands_.data() + ins.a;
-        const Tangent g = probe(grad_active_[ins.out] != 0);
-        if (ins.op == Op::Sum) {
-            for (std::uint32_t k = 0; k < ins.b; ++k) reach(c[k], rules::Sum::vjp(g));
-        } else if (ins.op == Op::Dot) {
-            const std::uint32_t n = ins.b / 2;
-            for (std::uint32_t k = 0; k < n; ++k) {
-                const Pair<Tangent> d =
-                    rules::Dot::vjp(g, probe(tangent_active(c[k])), probe(tangent_active(c[n + k])));
-                reach(c[k], d.a);
-                reach(c[n + k], d.b);
-            }
-        } else if (ins.op == Op::LogSumExp) {
-            for (std::uint32_t k = 0; k < ins.b; ++k) {
-                reach(c[k], rules::LogSumExp::vjp(g, probe(tangent_active(c[k])), probe(active_[ins.out] != 0)));
-            }
-        } else {
-            visit_elementary(ins.op, [&](auto rule) {
-                using Rule = decltype(rule);
-                constexpr bool two = differentiable_inputs<Rule>() == 2;
-                const Pair<Tangent> d = Rule::vjp(g, probe(tangent_active(ins.a)), probe(two && tangent_active(ins.b)),
-                                                  probe(active_[ins.out] != 0));
-                reach(ins.a, d.a);
-                if constexpr (two) reach(ins.b, d.b);
-            });
-        }
-    }
+    reach_grads();
+    const auto probe = Tangent::probe;
 
     // Per range of samples, per shared leaf: what the range's dot terms add to it (dual_dot_rows).
     const std::size_t n_ranges = sample_ranges();

@@ -126,6 +126,19 @@ class Tape {
     // the direction reaches it. Rows of samples that failed in forward_batch are NaN.
     void hvp_batch(const double* tangents, const double* seed, double* out, const double* shared_tangents = nullptr,
                    double* shared_out = nullptr);
+    // hvp_batch for k directions at once (a Hessian: the identity on the parameters), the directions in
+    // lanes (cpp/hvp_directions.cpp): tangents holds k blocks of batch rows of inputs().size() (null:
+    // none), shared_tangents k rows of num_shared_leaves() (null: none); out receives k blocks of
+    // hvp_batch's rows, shared_out (if not null) k rows of its per-leaf sums. Symbolic zeros are decided
+    // per block of kDirectionLanes consecutive directions (an input or shared leaf that some direction of
+    // the block moves is active for all of them), so each direction's rows are hvp_batch's for that
+    // direction bit for bit whenever that decides the same; otherwise they differ only where a zero tangent meets an
+    // infinite or NaN partial (as jvp_batch's columns do). The sums over samples run in sample order, each
+    // direction's on its own: they agree with hvp_batch's to rounding, and the threads, which split the
+    // blocks between them, change no bit.
+    static constexpr std::size_t kDirectionLanes = 16;
+    void hvp_directions(std::size_t k, const double* tangents, const double* seed, double* out,
+                        const double* shared_tangents = nullptr, double* shared_out = nullptr);
     // The index of a shared leaf among the shared leaves (0 .. num_shared_leaves() - 1), or
     // num_shared_leaves() for anything else.
     std::size_t shared_leaf_index(NodeId id) const;
@@ -170,6 +183,9 @@ class Tape {
         return (operand & kShared) != 0 ? shared_active_[operand & ~kShared] != 0 : active_[operand] != 0;
     }
     bool tangent_reaches(const Instruction& ins) const;
+    // hvp_batch's activity of the grads (grad_active_, shared_grad_active_), after forward mode's
+    // (active_, shared_active_): which grads a term along the direction reaches.
+    void reach_grads();
     // tangent_rows and hvp_batch run ranges of samples on the threads: their passes share nothing between
     // samples but what they read, and the ranges depend on the batch alone (a shared leaf's sums are
     // kept per range), so the threads change no result. f(range, s0, n); f must not throw.

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <cstdlib>
 #include <mutex>
 #include <system_error>
 #include <thread>
@@ -102,6 +103,20 @@ Pool& pool() {
 void run_on_workers(std::size_t n, const std::function<void(std::size_t)>& job) {
     if (n <= 1) return job(0);
     pool().run(n, job);
+}
+
+// How many threads batched replay may use: ARENAGRAD_NUM_THREADS if set (at least 1), else the
+// cores of the machine. Decided once: asking the system costs more than a small batch's replay.
+std::size_t num_threads() {
+    static const std::size_t threads = [] {
+        if (const char* text = std::getenv("ARENAGRAD_NUM_THREADS")) {
+            char* end = nullptr;
+            const unsigned long n = std::strtoul(text, &end, 10);
+            if (end != text && *end == '\0' && n >= 1) return std::min<std::size_t>(n, 256);
+        }
+        return std::size_t{std::max(1u, std::thread::hardware_concurrency())};
+    }();
+    return threads;
 }
 
 }  // namespace arenagrad

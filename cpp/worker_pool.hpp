@@ -14,4 +14,8 @@ namespace arenagrad {
 // or the system has no thread to give, and job(0) then does the work alone.
 void run_on_workers(std::size_t n, const std::function<void(std::size_t)>& job);
 
+// How many threads batched replay may use: ARENAGRAD_NUM_THREADS if set (at least 1), else the
+// machine's cores.
+std::size_t num_threads();
+
 }  // namespace arenagrad

@@ -346,20 +346,46 @@ are exact on every replay.
             [](BoundTape& tape, const py::object& tangents, const py::object& seed, const py::object& params,
                const py::object& param_tangents) -> py::object {
                 if (tape.batch() == 0) throw py::value_error("hvp_batch() needs forward_batch() first");
-                Array t = batch_tangents(tape, tangents, "hvp_batch()");
-                const std::vector<double> seeds = batch_seeds(tape, seed, "hvp_batch()");
-                if (params.is_none() && !param_tangents.is_none()) {
-                    throw py::value_error("hvp_batch(): param_tangents needs params=[...], the Values they belong to");
+                const std::size_t batch = tape.batch();
+                const std::size_t n_in = tape.inputs().size();
+                // Several directions (k of them) when param_tangents has rows or tangents has blocks.
+                const bool have_v = !param_tangents.is_none();
+                const bool have_t = !tangents.is_none();
+                Array v;
+                if (have_v) {
+                    if (params.is_none()) {
+                        throw py::value_error("hvp_batch(): param_tangents needs params=[...], the Values they belong to");
+                    }
+                    v = real_array(param_tangents, "hvp_batch()");
                 }
+                Array t;
+                if (have_t) t = real_array(tangents, "hvp_batch()");
+                const bool several = (have_v && v.ndim() == 2) || (have_t && t.ndim() == 3);
+                std::size_t k = 1;
+                if (several) k = static_cast<std::size_t>(have_v && v.ndim() == 2 ? v.shape(0) : t.shape(0));
+                const std::string shape_k = several ? std::to_string(k) + ", " : "";
+                if (have_t) {
+                    const bool ok = several ? t.ndim() == 3 && static_cast<std::size_t>(t.shape(0)) == k &&
+                                                  static_cast<std::size_t>(t.shape(1)) == batch &&
+                                                  static_cast<std::size_t>(t.shape(2)) == n_in
+                                            : t.ndim() == 2 && static_cast<std::size_t>(t.shape(0)) == batch &&
+                                                  static_cast<std::size_t>(t.shape(1)) == n_in;
+                    if (!ok) {
+                        throw py::value_error("hvp_batch() expects tangents of shape (" + shape_k +
+                                              std::to_string(batch) + ", " + std::to_string(n_in) + ")" +
+                                              (several ? ": one block of rows per direction, a direction per sample"
+                                                       : ", one direction per sample") + ", or None");
+                    }
+                }
+                const std::vector<double> seeds = batch_seeds(tape, seed, "hvp_batch()");
                 // Each param's shared leaf (or none: a Value the graph does not read, whose results are 0).
                 std::vector<std::size_t> slot;
+                const std::size_t n_shared = tape.num_shared_leaves();
                 std::vector<double> shared_tangents;
                 if (!params.is_none()) {
                     std::vector<py::object> keep;
                     const std::vector<NodeId> wrt =
                         nodes_arg(py::reinterpret_borrow<py::iterable>(params), "params", keep);
-                    const std::size_t n_shared = tape.num_shared_leaves();
-                    shared_tangents.assign(n_shared, 0.0);
                     std::vector<char> taken(n_shared, 0);
                     for (const NodeId id : wrt) {
                         const std::size_t j = tape.shared_leaf_index(id);
@@ -372,44 +398,70 @@ are exact on every replay.
                         }
                         slot.push_back(j);
                     }
-                    if (!param_tangents.is_none()) {
-                        Array v = real_array(param_tangents, "hvp_batch()");
-                        if (!v || v.ndim() != 1 || static_cast<std::size_t>(v.size()) != wrt.size()) {
-                            throw py::value_error("hvp_batch() expects param_tangents of shape (" +
-                                                  std::to_string(wrt.size()) + ",), one per Value of params");
+                    shared_tangents.assign(k * n_shared, 0.0);
+                    if (have_v) {
+                        const bool ok = several ? v.ndim() == 2 && static_cast<std::size_t>(v.shape(0)) == k &&
+                                                      static_cast<std::size_t>(v.shape(1)) == wrt.size()
+                                                : v.ndim() == 1 && static_cast<std::size_t>(v.size()) == wrt.size();
+                        if (!ok) {
+                            throw py::value_error("hvp_batch() expects param_tangents of shape (" + shape_k +
+                                                  std::to_string(wrt.size()) + (several ? ")" : ",)") +
+                                                  ", one per Value of params" + (several ? " and direction" : ""));
                         }
-                        for (std::size_t k = 0; k < slot.size(); ++k) {
-                            if (slot[k] < shared_tangents.size()) shared_tangents[slot[k]] = v.data()[k];
+                        for (std::size_t d = 0; d < k; ++d) {
+                            for (std::size_t p = 0; p < slot.size(); ++p) {
+                                if (slot[p] < n_shared) shared_tangents[d * n_shared + slot[p]] = v.data()[d * slot.size() + p];
+                            }
                         }
                     }
                 }
-                Array out({static_cast<py::ssize_t>(tape.batch()), static_cast<py::ssize_t>(tape.inputs().size())});
-                std::vector<double> shared_out(tape.num_shared_leaves(), 0.0);
+                std::vector<py::ssize_t> out_shape{static_cast<py::ssize_t>(batch), static_cast<py::ssize_t>(n_in)};
+                if (several) out_shape.insert(out_shape.begin(), static_cast<py::ssize_t>(k));
+                Array out(out_shape);
+                std::vector<double> shared_out(k * n_shared, 0.0);
+                const double* shared_in = shared_tangents.empty() ? nullptr : shared_tangents.data();
+                const double* seed_data = seeds.empty() ? nullptr : seeds.data();
                 try {
-                    tape.hvp_batch(t.data(), seeds.empty() ? nullptr : seeds.data(), out.mutable_data(),
-                                   shared_tangents.empty() ? nullptr : shared_tangents.data(), shared_out.data());
+                    if (several) {
+                        tape.hvp_directions(k, have_t ? t.data() : nullptr, seed_data, out.mutable_data(), shared_in,
+                                            shared_out.data());
+                    } else {
+                        const std::vector<double> zeros(have_t ? 0 : batch * n_in, 0.0);
+                        tape.hvp_batch(have_t ? t.data() : zeros.data(), seed_data, out.mutable_data(), shared_in,
+                                       shared_out.data());
+                    }
                 } catch (const std::logic_error& e) {
                     throw py::value_error(e.what());
                 }
                 if (params.is_none()) return std::move(out);
-                Array summed(static_cast<py::ssize_t>(slot.size()));
-                for (std::size_t k = 0; k < slot.size(); ++k) {
-                    summed.mutable_data()[k] = slot[k] < shared_out.size() ? shared_out[slot[k]] : 0.0;
+                std::vector<py::ssize_t> summed_shape{static_cast<py::ssize_t>(slot.size())};
+                if (several) summed_shape.insert(summed_shape.begin(), static_cast<py::ssize_t>(k));
+                Array summed(summed_shape);
+                for (std::size_t d = 0; d < k; ++d) {
+                    for (std::size_t p = 0; p < slot.size(); ++p) {
+                        summed.mutable_data()[d * slot.size() + p] =
+                            slot[p] < n_shared ? shared_out[d * n_shared + slot[p]] : 0.0;
+                    }
                 }
                 return py::make_tuple(out, summed);
             },
-            py::arg("tangents"), py::arg("seed") = py::none(), py::kw_only(), py::arg("params") = py::none(),
-            py::arg("param_tangents") = py::none(),
+            py::arg("tangents") = py::none(), py::arg("seed") = py::none(), py::kw_only(),
+            py::arg("params") = py::none(), py::arg("param_tangents") = py::none(),
             "Hessian-vector products for every sample of the last forward_batch() at once (forward over "
             "reverse): row s is H_s @ tangents[s], where H_s is the Hessian, w.r.t. the inputs, of sample "
             "s's root (of sum_k seed[s, k] * roots[k] for a tape of several; `seed` as for "
             "backward_batch). The backward pass runs in dual numbers from the op table; no gradient graph "
-            "is recorded. Shape (batch, inputs); rows of failed samples are NaN.\n\n"
+            "is recorded. Shape (batch, inputs); rows of failed samples are NaN. tangents=None: zero.\n\n"
             "Shared leaves (parameters) are constants unless given in `params`: then `param_tangents` (one "
             "each, 0 by default) is their part of the direction, the same for every sample, and the result "
             "is a pair (that array, the derivative of their gradients summed over the samples, as "
             "backward_batch sums gradients into .grad, failed samples left out). With the tangents on the "
-            "parameters only, the second is the batch loss's Hessian-vector product.")
+            "parameters only, the second is the batch loss's Hessian-vector product.\n\n"
+            "Several directions in one call: param_tangents of shape (k, len(params)) and/or tangents of "
+            "shape (k, batch, inputs) give k products, the results stacked along a first axis of k; "
+            "param_tangents=numpy.eye(len(params)) gives the batch loss's Hessian. The directions run side "
+            "by side in the lanes of one sweep (much faster than k calls); each one's rows equal its own "
+            "call's wherever the partials are finite, its sums agree to rounding.")
         .def(
             "batch_values",
             [](BoundTape& tape, py::handle value) {

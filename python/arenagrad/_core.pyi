@@ -148,7 +148,7 @@ class Tape:
     @overload
     def hvp_batch(
         self,
-        tangents: np.ndarray | Sequence[Sequence[float]],
+        tangents: np.ndarray | Sequence[Sequence[float]] | Sequence[Sequence[Sequence[float]]] | None = None,
         seed: float | np.ndarray | None = None,
         *,
         params: None = None,
@@ -157,11 +157,11 @@ class Tape:
     @overload
     def hvp_batch(
         self,
-        tangents: np.ndarray | Sequence[Sequence[float]],
+        tangents: np.ndarray | Sequence[Sequence[float]] | Sequence[Sequence[Sequence[float]]] | None = None,
         seed: float | np.ndarray | None = None,
         *,
         params: Iterable[Value],
-        param_tangents: np.ndarray | Sequence[float] | None = None,
+        param_tangents: np.ndarray | Sequence[float] | Sequence[Sequence[float]] | None = None,
     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]: ...
     def batch_values(self, value: Value) -> npt.NDArray[np.float64]: ...
     @property
