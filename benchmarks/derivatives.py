@@ -17,8 +17,10 @@ so that machine noise hits them alike:
 Engines: arenagrad through ``arenagrad.func`` (scalar code, the graph rebuilt per call, as torch.func
 rebuilds its own); arenagrad replay (the gradient recorded once as a Tape of 337 roots, then replayed:
 ``forward`` + ``jvp``, and for the Hessian ``forward_batch`` + ``jvp_batch``; for the Jacobian, one sample's
-score graph replayed with ``forward_batch`` + ``backward_batch``); ``torch.func`` on the float64 batched
-model (``jvp(grad(f))``, ``hessian(f)``, ``vmap(jacrev(score))``); JAX in float64 on the CPU,
+score graph replayed with ``forward_batch`` + ``backward_batch``); arenagrad hvp_batch (one sample's loss
+recorded once, samples as rows, its backward pass run in dual numbers: ``hvp_batch`` with ``v`` on the
+parameters, and for the Hessian the identity, 337 directions in one call); ``torch.func`` on the float64
+batched model (``jvp(grad(f))``, ``hessian(f)``, ``vmap(jacrev(score))``); JAX in float64 on the CPU,
 ``jax.jit``-compiled before the clock starts. Before anything is timed, every engine's results are checked
 against each other: they must agree to 1e-10 (max |difference| / max |value|), or the run stops with
 ValuesDisagree.
@@ -314,7 +316,8 @@ def arenagrad_rows(es: EngineSet, prob: Problem) -> EngineRows:
         for m, row in _arenagrad_per_sample(ag, prob).items():
             out.rows[m].append(row)
     if hasattr(ag.Tape, "hvp_batch"):
-        out.rows[M_HVP].append(_arenagrad_hvp_batch(ag, prob))
+        for m, row in _arenagrad_hvp_batch(ag, prob).items():
+            out.rows[m].append(row)
     return out
 
 
@@ -330,23 +333,32 @@ def _sample_term(ag: Any, prob: Problem) -> tuple[list[Any], Any, list[Any], Any
     return x, label, params, term
 
 
-def _arenagrad_hvp_batch(ag: Any, prob: Problem) -> Row:
+def _arenagrad_hvp_batch(ag: Any, prob: Problem) -> dict[str, Row]:
     """One sample's loss term recorded once (no gradient graph), inputs the sample, the parameters shared
     leaves; Tape.hvp_batch runs its backward pass in dual numbers for every sample (forward over reverse)
-    with the tangent v on the parameters, and sums the derivatives of their gradients over the samples."""
+    with the tangent v on the parameters, and sums the derivatives of their gradients over the samples.
+    The Hessian is one call with the identity as the parameters' tangents: 337 directions side by side in
+    the lanes of one sweep."""
     x, label, params, term = _sample_term(ag, prob)
     tape = ag.Tape(term, [*x, label])
     rows = np.ascontiguousarray(np.hstack([prob.X, prob.y[:, None]]))
-    no_input_tangents = np.zeros_like(rows)
+    identity = np.eye(len(params))
 
     def hvp() -> Any:
         tape.forward_batch(rows)
-        return tape.hvp_batch(no_input_tangents, params=params, param_tangents=prob.v)[1]
+        return tape.hvp_batch(params=params, param_tangents=prob.v)[1]
 
-    return Impl("arenagrad hvp_batch", hvp,
-                note=f"one sample's loss recorded once ({tape.num_nodes:,} nodes, no gradient graph), "
-                     "samples as rows; timed: forward_batch + hvp_batch(params=..., param_tangents=v), its "
-                     "backward pass in dual numbers")
+    def hessian() -> Any:
+        tape.forward_batch(rows)
+        return tape.hvp_batch(params=params, param_tangents=identity)[1]
+
+    note = (f"one sample's loss recorded once ({tape.num_nodes:,} nodes, no gradient graph), samples as "
+            "rows; timed: forward_batch + hvp_batch(params=..., param_tangents=")
+    return {
+        M_HVP: Impl("arenagrad hvp_batch", hvp, note=note + "v), its backward pass in dual numbers"),
+        M_HESS: Impl("arenagrad hvp_batch", hessian,
+                     note=note + f"identity), {len(params)} directions in the lanes of one dual sweep"),
+    }
 
 
 def _arenagrad_per_sample(ag: Any, prob: Problem) -> dict[str, Row]:
