@@ -66,16 +66,52 @@ class PyCustomFunction : public CustomFunction {
         }
     }
 
+    // The Python objects it holds, for the cyclic collector (see bind_custom_op).
+    int traverse(visitproc visit, void* arg) const {
+        Py_VISIT(evaluate_.ptr());
+        Py_VISIT(graph_partials_.ptr());
+        return 0;
+    }
+    void clear() {
+        evaluate_ = py::none();
+        graph_partials_ = py::none();
+    }
+
   private:
     py::object evaluate_;
     py::object graph_partials_;
     std::string name_;
 };
 
+// The function owned by this Python object alone (no node of the arena uses it), or null: only then are
+// its references the object's to report. While a node uses it, it is reachable from outside any cycle the
+// collector could see, so it is not garbage, and clearing it would break that node's replays.
+PyCustomFunction* owned_alone(PyObject* self) {
+    if (!py::detail::is_holder_constructed(self)) return nullptr;
+    const auto held = py::cast<std::shared_ptr<PyCustomFunction>>(py::handle(self));
+    return held.use_count() == 2 ? held.get() : nullptr;  // the holder and `held`
+}
+
 }  // namespace
 
 void bind_custom_op(py::module_& m) {
-    py::class_<PyCustomFunction, std::shared_ptr<PyCustomFunction>>(m, "_CustomFunction")
+    // A CustomOp holds its _CustomFunction, which holds the user's function; when that function is a bound
+    // method of an object that holds the CustomOp, the three make a cycle, which the collector frees only
+    // if this type reports what it holds (Py_TPFLAGS_HAVE_GC, as pybind11's docs show).
+    py::class_<PyCustomFunction, std::shared_ptr<PyCustomFunction>>(
+        m, "_CustomFunction", py::custom_type_setup([](PyHeapTypeObject* heap_type) {
+            PyTypeObject* type = &heap_type->ht_type;
+            type->tp_flags |= Py_TPFLAGS_HAVE_GC;
+            type->tp_traverse = [](PyObject* self, visitproc visit, void* arg) {
+                Py_VISIT(Py_TYPE(self));
+                const PyCustomFunction* f = owned_alone(self);
+                return f != nullptr ? f->traverse(visit, arg) : 0;
+            };
+            type->tp_clear = [](PyObject* self) {
+                if (PyCustomFunction* f = owned_alone(self)) f->clear();
+                return 0;
+            };
+        }))
         .def(py::init<py::object, py::object, std::string>(), py::arg("evaluate"), py::arg("graph_partials"),
              py::arg("name"))
         .def(

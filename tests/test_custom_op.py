@@ -207,6 +207,43 @@ def test_an_op_nobody_holds_is_collected_with_its_nodes() -> None:
     assert ag.arena_stats()["live"] == baseline
 
 
+class _Scaler:
+    """An op made from a bound method of an object that holds the op: a cycle through the native function."""
+
+    def __init__(self, k: float) -> None:
+        self.k = k
+        self.op = ag.custom_op(self.scale, graph_partials=self.partials, name="scale")
+
+    def scale(self, x: float) -> tuple[float, list[float]]:
+        return self.k * x, [self.k]
+
+    def partials(self, x: ag.Value) -> list[ag.Value]:
+        return [ag.Value(self.k)]
+
+
+def test_a_cycle_through_a_bound_method_is_collected() -> None:
+    gc.collect()
+    baseline = ag.arena_stats()["live"]
+    scaler = _Scaler(3.0)
+    x = ag.Value(2.0)
+    y = scaler.op(x)
+    gone = weakref.ref(scaler)
+    del scaler
+    gc.collect()
+    # A node still uses the op: the collector must leave its function alone, and replays still call it.
+    assert gone() is not None
+    tape = ag.Tape(y, [x])
+    assert tape.forward([5.0]) == 15.0
+    (g,) = ag.grad(y, [x], create_graph=True)
+    assert g.data == 3.0
+    del y, tape, g
+    gc.collect()
+    assert gone() is None  # now nothing outside the cycle holds it
+    del x
+    gc.collect()
+    assert ag.arena_stats()["live"] == baseline
+
+
 def test_forward_mode_asks_for_a_custom_nodes_partials_once() -> None:
     calls = 0
 

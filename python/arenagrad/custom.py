@@ -85,8 +85,9 @@ class CustomOp:
         self._fn = fn
         self._graph_partials = graph_partials
         self.name = name if name is not None else getattr(fn, "__name__", "custom")
-        # The native function holds partials over fn, never bound methods: a bound method would make
-        # self -> native -> method -> self, a cycle through a pybind11 object the collector cannot see.
+        # The native function holds partials over fn, not bound methods of self: such a cycle (self ->
+        # native -> method -> self) would outlive every node of the op only until the next collection
+        # (src/custom_op.cpp reports what the native function holds), but there is no need to make one.
         self._evaluate = functools.partial(_evaluate, fn, self.name)
         record = None if graph_partials is None else functools.partial(_record, graph_partials, self.name)
         self._native = _core._CustomFunction(self._evaluate, record, self.name)
