@@ -40,6 +40,10 @@ def _real_array(x: object, i: int) -> npt.NDArray[np.float64]:
         raise TypeError(f"argument {i} is a Value; a vectorized function takes numbers and numpy arrays")
     if isinstance(x, (bool, np.bool_)) or isinstance(x, (str, bytes)):
         raise TypeError(f"argument {i} must be real numbers, not {_describe(x)}")
+    # numpy would read [1, True] as the integers [1, 1]; a bool is not a number here, as for Value.
+    listed = isinstance(x, (list, tuple))
+    if listed and any(isinstance(v, (bool, np.bool_)) for v in np.asarray(x, dtype=object).flat):
+        raise TypeError(f"argument {i} must be real numbers, not a list holding a bool")
     a = np.asarray(x)
     if a.dtype.kind == "O" and all(isinstance(v, Real) and not isinstance(v, bool) for v in a.ravel()):
         a = a.astype(np.float64)
