@@ -5,6 +5,10 @@ variable (x0; w and c are constants), and three (Dual.variables: the whole gradi
 pass, what the Value graph needs a backward for). Forward ns per op with the default GC. Value and the Duals
 alternate within every repeat so machine noise hits them alike, and the speed-up row is the median over
 repeats of Value's time over the Dual's in that repeat.
+
+Forward mode on a recorded graph too: the chain recorded once as a Tape (inputs x0, w and c), then per repeat
+a forward replay (``Tape.forward``) and one tangent sweep (``Tape.jvp`` along x0), alternating; the cost row
+is the median over repeats of the jvp's time over the replay's.
 """
 
 from __future__ import annotations
@@ -22,6 +26,10 @@ M_SPEEDUP = "speed-up per op over eager Value (median of per-repeat ratios)"
 VALUE = "arenagrad Value"
 DUAL = "arenagrad Dual"
 DUAL3 = "arenagrad Dual, 3 partials"
+M_TAPE = "Tape forward replay and Tape.jvp, ns/op"
+M_JVP_COST = "Tape.jvp's time over a forward replay's (median of per-repeat ratios)"
+REPLAY = "arenagrad Tape.forward"
+JVP = "arenagrad Tape.jvp"
 START = (0.5, 0.9, 0.1)  # x0, w, c, as in graphs.build_chain
 
 
@@ -67,4 +75,29 @@ def run(cfg: Config, es: EngineSet) -> list[Result]:
         results.append(Result(WORKLOAD, M_SPEEDUP, v, statistics.median(ratios), "x", runs=len(ratios),
                               lower_is_better=False, ratios=False,
                               note=f"per repeat: {', '.join(fmt_num(r) for r in ratios)}"))
-    return results
+    return results + _tape_forward_mode(eng.module, cfg, n_iter, n_ops)
+
+
+def _tape_forward_mode(ag: Any, cfg: Config, n_iter: int, n_ops: int) -> list[Result]:
+    """The chain as a Tape: a forward replay against a jvp along x0, alternating within every repeat."""
+    leaves = [ag.Value(x) for x in START]
+    tape = ag.Tape(chain(*leaves, n_iter), leaves)
+    point = list(START)
+    along_x0 = [1.0, 0.0, 0.0]
+    print("  dual: Tape.forward and Tape.jvp ...", flush=True)
+    calls = {REPLAY: lambda: tape.forward(point), JVP: lambda: tape.jvp(along_x0)}
+    times: dict[str, list[int]] = {REPLAY: [], JVP: []}
+    for k in range(cfg.repeat + 1):
+        for v in (REPLAY, JVP) if k % 2 else (JVP, REPLAY):
+            ns, _ = timed_ns(calls[v])
+            if k:
+                times[v].append(ns)
+    note = f"{n_ops:,} ops recorded once; "
+    ratios = [j / f for j, f in zip(times[JVP], times[REPLAY])]
+    return [
+        timing(WORKLOAD, M_TAPE, REPLAY, times[REPLAY], n_ops, "ns/op",
+               note=note + "values recomputed in place"),
+        timing(WORKLOAD, M_TAPE, JVP, times[JVP], n_ops, "ns/op", note=note + "one tangent sweep along x0"),
+        Result(WORKLOAD, M_JVP_COST, JVP, statistics.median(ratios), "x", runs=len(ratios), ratios=False,
+               note=f"per repeat: {', '.join(fmt_num(r) for r in ratios)}"),
+    ]

@@ -132,6 +132,27 @@ def _dual_target(rs: list[Result]) -> tuple[str, str]:
     return ("met" if r >= 1 else "not met"), f"{fmt_num(r)}x eager Value's speed"
 
 
+def _jvp_target(rs: list[Result]) -> tuple[str, str]:
+    r = find(rs, "dual", dual.M_JVP_COST, dual.JVP)
+    if r is None:
+        return "not measured", "no Tape.jvp figure in this run"
+    return ("met" if r <= 2 else "not met"), f"{fmt_num(r)}x a forward replay's time"
+
+
+def _second_derivatives_target(rs: list[Result]) -> tuple[str, str]:
+    parts = []
+    met = True
+    for metric, what in ((derivatives.M_HVP, "HVP"), (derivatives.M_HESS, "Hessian")):
+        ours = find(rs, derivatives.WORKLOAD, metric, "arenagrad hvp_batch")
+        torch_ms = find(rs, derivatives.WORKLOAD, metric, "torch.func")
+        jax_ms = find(rs, derivatives.WORKLOAD, metric, "jax.jit")
+        if ours is None or torch_ms is None or jax_ms is None:
+            return "not measured", f"no {what} figure for arenagrad hvp_batch, torch.func and jax.jit"
+        met &= ours < torch_ms and ours < jax_ms
+        parts.append(f"{what} {fmt_num(ours)} ms (torch.func {fmt_num(torch_ms)}, jax.jit {fmt_num(jax_ms)})")
+    return ("met" if met else "not met"), "; ".join(parts)
+
+
 def _memory_target(rs: list[Result]) -> tuple[str, str]:
     v = find(rs, "memory", memory.M_WIDE, "arenagrad")
     if v is None:
@@ -171,6 +192,9 @@ TARGETS = [
            _ratio_target("moons", moons.M_STEP, "arenagrad.nn", "micrograd", 100)),
     Target("memory ≤100 bytes per node on wide, Python handles included", _memory_target),
     Target("Dual ops at least as fast as eager Value ops (chain, median of per-repeat ratios)", _dual_target),
+    Target("Tape.jvp costs at most 2x a forward replay (chain, median of per-repeat ratios)", _jvp_target),
+    Target("moons loss: Hessian-vector product and full Hessian faster than torch.func and jax.jit",
+           _second_derivatives_target),
     Target("(later) replay moons step ≥1000x faster than micrograd and within 2x of PyTorch batched",
            _replay_target),
     Target("(later) batched replay faster than PyTorch batched", _batched_replay_target),
