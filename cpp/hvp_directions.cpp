@@ -286,6 +286,7 @@ void Tape::hvp_directions(std::size_t k, const double* tangents, const double* s
     // the same values and tangents in every sample: its tangents are computed once per block of directions
     // and read with stride 0, as a shared leaf's are. Its grads still differ from sample to sample.
     std::vector<char> uniform(rows, 0);
+    uniform[zero_row_] = 1;  // a unary op's unused second operand, the same in every sample
     for (const Instruction& ins : program_) {
         const auto fixed = [&](std::uint32_t operand) { return (operand & kShared) != 0 || uniform[operand] != 0; };
         bool all = true;
@@ -538,7 +539,8 @@ void Tape::hvp_directions(std::size_t k, const double* tangents, const double* s
     };
 
     // Dot terms of two shared leaves (a penalty such as dot(params, params)) reach only shared leaves:
-    // as in hvp_batch, they run once, on the grad summed over the samples (in sample order here).
+    // they run once, on the grad summed over the samples that count (in sample order). hvp_batch does
+    // the same where those grads are finite and otherwise runs them sample by sample.
     const auto penalties = [&](LaneWork& w) {
         for (std::size_t i = program_.size(); i-- > 0;) {
             const Instruction& ins = program_[i];

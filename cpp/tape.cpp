@@ -1370,9 +1370,11 @@ template <class Rule, class G, bool GA, bool AA, bool BA>
 // WS / XS: the operand is a shared leaf, whose terms' tangents are summed here, sample s in lane s % 4,
 // and the lanes' total added to *w_sum / *x_sum (no row to write, and nothing else to read back).
 // TG: FiniteGrad when every tangent read is finite (the same numbers, with plain products).
-template <class G, class TG, bool GA, bool WA, bool XA, bool WS, bool XS>
+// Masked: samples s with counted[s] == 0 (failed in forward_batch) add nothing to those sums, as they add
+// nothing to backward_batch's.
+template <class G, class TG, bool GA, bool WA, bool XA, bool WS, bool XS, bool Masked = false>
 [[gnu::flatten]] void dual_dot_rows(DualIn go, DualIn w, DualIn x, DualOut gw, DualOut gx, double* w_sum,
-                                    double* x_sum, std::size_t n) {
+                                    double* x_sum, std::size_t n, const unsigned char* counted = nullptr) {
     const auto vjp = [&](std::size_t s) {
         return rules::Dot::vjp<G>(go.at_kind<TG, GA, false>(s), w.at_kind<TG, WA, WS>(s),
                                   x.at_kind<TG, XA, XS>(s));
@@ -1382,12 +1384,12 @@ template <class G, class TG, bool GA, bool WA, bool XA, bool WS, bool XS>
     const auto step = [&](std::size_t s, std::size_t lane) {
         const auto d = vjp(s);
         if constexpr (WS) {
-            if (d.a.active) lw[lane] += d.a.t;
+            if (d.a.active) lw[lane] += Masked && counted[s] == 0 ? 0.0 : d.a.t;
         } else {
             gw.add(s, d.a);
         }
         if constexpr (XS) {
-            if (d.b.active) lx[lane] += d.b.t;
+            if (d.b.active) lx[lane] += Masked && counted[s] == 0 ? 0.0 : d.b.t;
         } else {
             gx.add(s, d.b);
         }
@@ -1501,8 +1503,20 @@ void Tape::hvp_batch(const double* tangents, const double* seed, double* out, co
     const std::size_t n_ranges = sample_ranges();
     range_sums_.assign(n_ranges * num_shared_, 0.0);
     // The sweep over the samples s0 .. s0 + n - 1, range r.
+    // Per sample, whether it counts in the shared leaves' sums (null: every sample does).
+    std::vector<unsigned char> counted_all;
+    if (!failed_.empty()) {
+        counted_all.assign(batch, 1);
+        for (const std::size_t f : failed_) counted_all[f] = 0;
+    }
     const auto sweep = [&](std::size_t range, std::size_t s0, std::size_t n) {
         double* sums = range_sums_.data() + range * num_shared_;
+        const unsigned char* counted = nullptr;  // this range's, if some sample of it failed
+        if (!counted_all.empty() && std::find(counted_all.begin() + static_cast<std::ptrdiff_t>(s0),
+                                              counted_all.begin() + static_cast<std::ptrdiff_t>(s0 + n),
+                                              0) != counted_all.begin() + static_cast<std::ptrdiff_t>(s0 + n)) {
+            counted = counted_all.data() + s0;
+        }
         // Whether an operand's tangents here are all finite, asked once per row.
         signed char* finite_cache = tangent_finite_.data() + range * rows;
         const auto finite_tangent = [&](std::uint32_t operand) {
@@ -1586,9 +1600,21 @@ void Tape::hvp_batch(const double* tangents, const double* seed, double* out, co
                         const auto run = [&](auto tg) {
                             with_flags(g_active, tangent_active(w), tangent_active(x), [&](auto G, auto W, auto X) {
                                 with_kinds((w & kShared) != 0, (x & kShared) != 0, [&](auto ws, auto xs) {
-                                    dual_dot_rows<decltype(grad), decltype(tg), G, W, X, decltype(ws)::value,
-                                                  decltype(xs)::value>(go, value(w), value(x), grad_out(w), to_x,
-                                                                       range_sum(w), range_sum(x), n);
+                                    constexpr bool WS = decltype(ws)::value;
+                                    constexpr bool XS = decltype(xs)::value;
+                                    const auto call = [&](auto masked) {
+                                        dual_dot_rows<decltype(grad), decltype(tg), G, W, X, WS, XS,
+                                                      decltype(masked)::value>(go, value(w), value(x),
+                                                                               grad_out(w), to_x, range_sum(w),
+                                                                               range_sum(x), n, counted);
+                                    };
+                                    if constexpr (WS || XS) {
+                                        if (counted != nullptr) {
+                                            call(std::true_type{});
+                                            return;
+                                        }
+                                    }
+                                    call(std::false_type{});
                                 });
                             });
                         };
@@ -1680,7 +1706,14 @@ void Tape::hvp_batch(const double* tangents, const double* seed, double* out, co
         const double* gv = dual_grad_.data() + std::size_t{ins.out} * batch;
         const double* gt = dual_tangent_.data() + std::size_t{ins.out} * batch;
         const bool g_active = grad_active_[ins.out] != 0;
-        const bool finite = all_finite(gv, batch) && (!g_active || all_finite(gt, batch));
+        // Finite in the samples that count (a failed sample's grads are left out either way).
+        const auto counted_finite = [&](const double* row) {
+            if (counted_all.empty()) return all_finite(row, batch);
+            std::copy_n(row, batch, dual_sink_.data());
+            for (const std::size_t f : failed_) dual_sink_[f] = 0.0;
+            return all_finite(dual_sink_.data(), batch);
+        };
+        const bool finite = counted_finite(gv) && (!g_active || counted_finite(gt));
         const Tangent g_total{finite ? sum_over_samples(gv) : 0.0, finite && g_active ? sum_over_samples(gt) : 0.0,
                               g_active};
         for (std::uint32_t k = 0; k < terms; ++k) {
@@ -1696,10 +1729,15 @@ void Tape::hvp_batch(const double* tangents, const double* seed, double* out, co
                 const DualIn go{gv, gt, 1};
                 const DualOut none{nullptr, nullptr};  // both are shared: summed in lanes
                 with_flags(g_active, tangent_active(w), tangent_active(x), [&](auto G, auto W, auto X) {
-                    dual_dot_rows<rules::AnyGrad, rules::AnyGrad, G, W, X, true, true>(go, shared_in(w), shared_in(x),
-                                                                                        none, none,
-                                                                        &shared_collapsed_[w & ~kShared],
-                                                                        &shared_collapsed_[x & ~kShared], batch);
+                    double* w_sum = &shared_collapsed_[w & ~kShared];
+                    double* x_sum = &shared_collapsed_[x & ~kShared];
+                    if (counted_all.empty()) {
+                        dual_dot_rows<rules::AnyGrad, rules::AnyGrad, G, W, X, true, true>(
+                            go, shared_in(w), shared_in(x), none, none, w_sum, x_sum, batch);
+                    } else {
+                        dual_dot_rows<rules::AnyGrad, rules::AnyGrad, G, W, X, true, true, true>(
+                            go, shared_in(w), shared_in(x), none, none, w_sum, x_sum, batch, counted_all.data());
+                    }
                 });
             }
         }

@@ -86,10 +86,12 @@ class PyCustomFunction : public CustomFunction {
 // The function owned by this Python object alone (no node of the arena uses it), or null: only then are
 // its references the object's to report. While a node uses it, it is reachable from outside any cycle the
 // collector could see, so it is not garbage, and clearing it would break that node's replays.
+// Read through the holder itself: nothing here may throw or touch Python objects (the collector calls it).
 PyCustomFunction* owned_alone(PyObject* self) {
     if (!py::detail::is_holder_constructed(self)) return nullptr;
-    const auto held = py::cast<std::shared_ptr<PyCustomFunction>>(py::handle(self));
-    return held.use_count() == 2 ? held.get() : nullptr;  // the holder and `held`
+    auto v_h = reinterpret_cast<py::detail::instance*>(self)->get_value_and_holder();
+    const auto& held = v_h.holder<std::shared_ptr<PyCustomFunction>>();
+    return held.use_count() == 1 ? held.get() : nullptr;
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <pybind11/stl.h>
 
 #include <limits>
+#include <new>
 #include <memory>
 #include <string>
 #include <vector>
@@ -78,13 +79,22 @@ Array real_array(const py::object& obj, const char* who) {
         if (!raw) throw py::error_already_set();
     }
     const char kind = raw.dtype().kind();
-    if (kind == 'O' && all_real(raw)) return Array::ensure(raw);  // Fraction, ints beyond 64 bits
+    if (kind == 'O' && all_real(raw)) {  // Fraction, ints beyond 64 bits
+        Array converted = Array::ensure(raw);
+        if (!converted) {  // numpy cleared float()'s error: an int too large for a float64
+            PyErr_SetString(PyExc_OverflowError, (std::string(who) + " got a number too large for a float64").c_str());
+            throw py::error_already_set();
+        }
+        return converted;
+    }
     if (kind != 'f' && kind != 'i' && kind != 'u' && kind != 'b') {
         throw py::type_error(std::string(who) + " expects real numbers, got an array of dtype " +
                              py::str(raw.dtype()).cast<std::string>() +
                              (kind == 'c' ? " (complex numbers have no place in a real-valued graph)" : ""));
     }
-    return Array::ensure(raw);
+    Array converted = Array::ensure(raw);
+    if (!converted) throw std::bad_alloc();  // a numeric array fails to convert only for want of memory
+    return converted;
 }
 
 // A Tape that remembers whether it was given a list of roots, so results keep that shape (a tape

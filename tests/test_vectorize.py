@@ -189,8 +189,10 @@ def test_bad_arguments_are_clear_errors() -> None:
         vf(ag.Value(1.0), 1.0)
     with pytest.raises(TypeError, match="argument 0 must be real numbers, not a list holding a bool"):
         vf([1, True], 1.0)
-    with pytest.raises(TypeError, match="argument 1 must be real numbers, not a list holding a bool"):
-        vf([1.0, 2.0], [[1.0], [np.True_]])
+    with pytest.raises(TypeError, match="argument 1 must be real numbers, not a tuple holding a bool"):
+        vf([1.0, 2.0], ([1.0], [np.True_]))
+    with pytest.raises(TypeError, match="argument 0 must be real numbers, not a list holding a bool"):
+        vf([np.array(True), 1.0], 1.0)
     np.testing.assert_array_equal(vf([1, 2], (3.0, 4.0)), [3.0, 8.0])  # plain lists and tuples of numbers
     with pytest.raises(ValueError, match="at least one sample"):
         vf(np.zeros(0), 1.0)

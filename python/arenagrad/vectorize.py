@@ -35,15 +35,18 @@ _RECORDING_TRIES = 32  # with errors="nan", samples tried in turn until f runs o
 _Kind = Union[str, int]
 
 
+def _is_bool(v: object) -> bool:
+    return isinstance(v, (bool, np.bool_)) or (isinstance(v, np.ndarray) and v.dtype.kind == "b")
+
+
 def _real_array(x: object, i: int) -> npt.NDArray[np.float64]:
     if isinstance(x, Value):
         raise TypeError(f"argument {i} is a Value; a vectorized function takes numbers and numpy arrays")
     if isinstance(x, (bool, np.bool_)) or isinstance(x, (str, bytes)):
         raise TypeError(f"argument {i} must be real numbers, not {_describe(x)}")
     # numpy would read [1, True] as the integers [1, 1]; a bool is not a number here, as for Value.
-    listed = isinstance(x, (list, tuple))
-    if listed and any(isinstance(v, (bool, np.bool_)) for v in np.asarray(x, dtype=object).flat):
-        raise TypeError(f"argument {i} must be real numbers, not a list holding a bool")
+    if isinstance(x, (list, tuple)) and any(_is_bool(v) for v in np.asarray(x, dtype=object).flat):
+        raise TypeError(f"argument {i} must be real numbers, not a {type(x).__name__} holding a bool")
     a = np.asarray(x)
     if a.dtype.kind == "O" and all(isinstance(v, Real) and not isinstance(v, bool) for v in a.ravel()):
         a = a.astype(np.float64)
