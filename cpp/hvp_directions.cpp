@@ -26,7 +26,11 @@ namespace arenagrad {
 namespace {
 
 constexpr std::size_t kLanes = Tape::kDirectionLanes;  // directions per block
-constexpr std::size_t kSamples = 16;  // samples per tile: a tile's rows of tangents stay in cache
+// Samples per tile: at most kSamples, fewer where a tile's rows of tangents would not fit in about
+// kTileBytes (half this machine's L2), so a large tape does not take a large buffer per thread. The tile
+// size depends on the tape alone (it orders a shared leaf's terms), never on the threads.
+constexpr std::size_t kSamples = 16;
+constexpr std::size_t kTileBytes = std::size_t{512} << 10;
 
 // An operand within a tile: per sample a value and kLanes tangents (a row), or one value and one block
 // of tangents for every sample (a shared leaf: strides 0).
@@ -206,10 +210,10 @@ struct BlockActivity {
 // What one thread needs for a block of directions; sized before the threads start.
 struct LaneWork {
     const BlockActivity* act = nullptr;  // the block's
-    std::vector<double> tangents;       // rows x kSamples x kLanes: forward mode's
+    std::vector<double> tangents;       // rows x tile x kLanes: forward mode's
     std::vector<double> uniform_tangents;  // rows x kLanes: the same, for rows uniform over the samples
-    std::vector<double> grads;          // rows x kSamples: the dual sweep's values ...
-    std::vector<double> grad_tangents;  // ... and their tangents, rows x kSamples x kLanes
+    std::vector<double> grads;          // rows x tile: the dual sweep's values ...
+    std::vector<double> grad_tangents;  // ... and their tangents, rows x tile x kLanes
     std::vector<double> shared_tangents;  // per shared leaf, the block's tangents (kLanes)
     std::vector<double> shared_sums;      // per shared leaf, its grad's tangents summed over the samples
     std::vector<double> penalty_grads;    // per row: grads summed over the samples (penalty dots only) ...
@@ -243,7 +247,9 @@ void Tape::hvp_directions(std::size_t k, const double* tangents, const double* s
             for (std::size_t i = 0; i < n_in; ++i) {
                 bool nonzero = false;
                 for (std::size_t d = blk * kLanes; d < d_end && !nonzero; ++d) {
-                    for (std::size_t s = 0; s < batch && !nonzero; ++s) nonzero = tangents[(d * batch + s) * n_in + i] != 0.0;
+                    for (std::size_t s = 0; s < batch && !nonzero; ++s) {
+                        nonzero = tangents[(d * batch + s) * n_in + i] != 0.0;
+                    }
                 }
                 active_[i] = nonzero;
             }
@@ -251,7 +257,9 @@ void Tape::hvp_directions(std::size_t k, const double* tangents, const double* s
         shared_active_.assign(n_shared, 0);
         if (shared_tangents != nullptr) {
             for (std::size_t d = blk * kLanes; d < d_end; ++d) {
-                for (std::size_t j = 0; j < n_shared; ++j) shared_active_[j] |= shared_tangents[d * n_shared + j] != 0.0;
+                for (std::size_t j = 0; j < n_shared; ++j) {
+                    shared_active_[j] |= shared_tangents[d * n_shared + j] != 0.0;
+                }
             }
         }
         for (const Instruction& ins : program_) active_[ins.out] = tangent_reaches(ins);
@@ -267,17 +275,19 @@ void Tape::hvp_directions(std::size_t k, const double* tangents, const double* s
     for (const std::size_t s : failed_) failed[s] = 1;
 
     const std::size_t threads = std::min(num_threads(), n_blocks);
+    const std::size_t tile_size =
+        std::clamp<std::size_t>(kTileBytes / (rows * kLanes * 2 * sizeof(double)), 1, kSamples);
     std::vector<LaneWork> work(threads);
     for (LaneWork& w : work) {
-        w.tangents.assign(rows * kSamples * kLanes, 0.0);
+        w.tangents.assign(rows * tile_size * kLanes, 0.0);
         w.uniform_tangents.assign(rows * kLanes, 0.0);
-        w.grads.assign(rows * kSamples, 0.0);
-        w.grad_tangents.assign(rows * kSamples * kLanes, 0.0);
+        w.grads.assign(rows * tile_size, 0.0);
+        w.grad_tangents.assign(rows * tile_size * kLanes, 0.0);
         w.shared_tangents.assign(n_shared * kLanes, 0.0);
         w.shared_sums.assign(n_shared * kLanes, 0.0);
         w.penalty_grads.assign(rows, 0.0);
         w.penalty_tangents.assign(rows * kLanes, 0.0);
-        w.counted.assign(kSamples, 1);
+        w.counted.assign(tile_size, 1);
         w.finite.assign(rows, -1);
         w.shared_finite.assign(n_shared, -1);
     }
@@ -299,7 +309,7 @@ void Tape::hvp_directions(std::size_t k, const double* tangents, const double* s
     }
     const auto trow = [&](LaneWork& w, std::uint32_t r) {
         return uniform[r] != 0 ? w.uniform_tangents.data() + std::size_t{r} * kLanes
-                               : w.tangents.data() + std::size_t{r} * kSamples * kLanes;
+                               : w.tangents.data() + std::size_t{r} * tile_size * kLanes;
     };
     const auto in = [&](LaneWork& w, std::uint32_t operand, std::size_t s0) -> LaneIn {
         if ((operand & kShared) != 0) {
@@ -371,8 +381,10 @@ void Tape::hvp_directions(std::size_t k, const double* tangents, const double* s
 
     // The samples s0 .. s0 + n - 1 for the directions d0 .. d0 + lanes - 1 (the block's other lanes are 0).
     const auto tile = [&](LaneWork& w, std::size_t s0, std::size_t n, std::size_t d0, std::size_t lanes) {
-        const auto grow = [&](std::uint32_t r) { return w.grads.data() + std::size_t{r} * kSamples; };
-        const auto gtrow = [&](std::uint32_t r) { return w.grad_tangents.data() + std::size_t{r} * kSamples * kLanes; };
+        const auto grow = [&](std::uint32_t r) { return w.grads.data() + std::size_t{r} * tile_size; };
+        const auto gtrow = [&](std::uint32_t r) {
+            return w.grad_tangents.data() + std::size_t{r} * tile_size * kLanes;
+        };
         const auto to = [&](std::uint32_t operand) -> LaneOut {
             if ((operand & kShared) != 0) {
                 return {nullptr, w.shared_sums.data() + std::size_t{operand & ~kShared} * kLanes, w.counted.data()};
@@ -397,7 +409,7 @@ void Tape::hvp_directions(std::size_t k, const double* tangents, const double* s
         // The dual sweep (hvp_batch's terms and order).
         std::fill(w.grads.begin(), w.grads.end(), 0.0);
         for (std::size_t r = 0; r < rows; ++r) {
-            if (w.act->grad_active[r] != 0) std::fill_n(gtrow(static_cast<std::uint32_t>(r)), kSamples * kLanes, 0.0);
+            if (w.act->grad_active[r] != 0) std::fill_n(gtrow(static_cast<std::uint32_t>(r)), tile_size * kLanes, 0.0);
         }
         for (std::size_t m = 0; m < n_roots; ++m) {
             const std::uint32_t r = root_operand_[m];
@@ -512,8 +524,9 @@ void Tape::hvp_directions(std::size_t k, const double* tangents, const double* s
                     const bool oa = w.act->active[ins.out] != 0;
                     const Pair<Tangent> term = Rule::vjp(probe(g_active), probe(aa), probe(ba), probe(oa));
                     const auto run = [&](auto grad) {
-                        lane_dual<Rule, decltype(grad)>(g, gt, g_active, in(w, ins.a, s0), aa, in(w, ins.b, s0), ba, in(w, ins.out, s0), oa,
-                                                        to(ins.a), term.a.active, to(ins.b), two && term.b.active, n);
+                        lane_dual<Rule, decltype(grad)>(g, gt, g_active, in(w, ins.a, s0), aa, in(w, ins.b, s0), ba,
+                                                        in(w, ins.out, s0), oa, to(ins.a), term.a.active, to(ins.b),
+                                                        two && term.b.active, n);
                     };
                     if constexpr (scales_grad<Rule>) {
                         with_grad(g, run);
@@ -590,11 +603,13 @@ void Tape::hvp_directions(std::size_t k, const double* tangents, const double* s
         for (const Instruction& ins : program_) {
             if (w.act->active[ins.out] != 0 && uniform[ins.out] != 0) forward(w, ins, 0, 1);
         }
-        for (std::size_t s0 = 0; s0 < batch; s0 += kSamples) tile(w, s0, std::min(kSamples, batch - s0), d0, lanes);
+        for (std::size_t s0 = 0; s0 < batch; s0 += tile_size) tile(w, s0, std::min(tile_size, batch - s0), d0, lanes);
         penalties(w);
         if (shared_out == nullptr) return;
         for (std::size_t l = 0; l < lanes; ++l) {
-            for (std::size_t j = 0; j < n_shared; ++j) shared_out[(d0 + l) * n_shared + j] = w.shared_sums[j * kLanes + l];
+            for (std::size_t j = 0; j < n_shared; ++j) {
+                shared_out[(d0 + l) * n_shared + j] = w.shared_sums[j * kLanes + l];
+            }
         }
     };
     // Blocks go to whichever thread is free; a block's numbers do not depend on which.

@@ -132,10 +132,10 @@ class Tape {
     // hvp_batch's rows, shared_out (if not null) k rows of its per-leaf sums. Symbolic zeros are decided
     // per block of kDirectionLanes consecutive directions (an input or shared leaf that some direction of
     // the block moves is active for all of them), so each direction's rows are hvp_batch's for that
-    // direction bit for bit whenever that decides the same; otherwise they differ only where a zero tangent meets an
-    // infinite or NaN partial (as jvp_batch's columns do). The sums over samples run in sample order, each
-    // direction's on its own: they agree with hvp_batch's to rounding, and the threads, which split the
-    // blocks between them, change no bit.
+    // direction bit for bit whenever that decides the same; otherwise a zero tangent that is a number may
+    // meet an infinite or NaN partial (as in jvp_batch's columns) or turn a zero's sign. The sums over
+    // samples run in sample order, each direction's on its own: they agree with hvp_batch's to rounding,
+    // and the threads, which split the blocks between them, change no bit.
     static constexpr std::size_t kDirectionLanes = 16;
     void hvp_directions(std::size_t k, const double* tangents, const double* seed, double* out,
                         const double* shared_tangents = nullptr, double* shared_out = nullptr);

@@ -420,7 +420,8 @@ are exact on every replay.
                         }
                         for (std::size_t d = 0; d < k; ++d) {
                             for (std::size_t p = 0; p < slot.size(); ++p) {
-                                if (slot[p] < n_shared) shared_tangents[d * n_shared + slot[p]] = v.data()[d * slot.size() + p];
+                                if (slot[p] >= n_shared) continue;  // a Value the graph does not read
+                                shared_tangents[d * n_shared + slot[p]] = v.data()[d * slot.size() + p];
                             }
                         }
                     }
