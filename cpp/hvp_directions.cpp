@@ -322,7 +322,8 @@ void Tape::hvp_directions(std::size_t k, const double* tangents, const double* s
     const auto forward = [&](LaneWork& w, const Instruction& ins, std::size_t s0, std::size_t n) {
         double* t = trow(w, ins.out);
         const std::uint32_t* c = operands_.data() + ins.a;
-        if (ins.op == Op::Sum) {
+        // An n-ary op's terms, one per active operand in order: term(operand's tangent, its value, sample).
+        const auto operand_terms = [&](auto term) {
             bool first = true;
             for (std::uint32_t m = 0; m < ins.b; ++m) {
                 if (!active_in(w, c[m])) continue;
@@ -330,12 +331,15 @@ void Tape::hvp_directions(std::size_t k, const double* tangents, const double* s
                 for (std::size_t s = 0; s < n; ++s) {
                     const double* tx = x.lanes(s);
                     for (std::size_t l = 0; l < kLanes; ++l) {
-                        const double d = rules::Sum::vjp(tx[l]);
+                        const double d = term(tx[l], x.value(s), s);
                         t[s * kLanes + l] = first ? d : t[s * kLanes + l] + d;
                     }
                 }
                 first = false;
             }
+        };
+        if (ins.op == Op::Sum) {
+            operand_terms([](double tx, double, std::size_t) { return rules::Sum::vjp(tx); });
         } else if (ins.op == Op::Dot) {
             const std::uint32_t terms = ins.b / 2;
             bool first = true;
@@ -356,19 +360,7 @@ void Tape::hvp_directions(std::size_t k, const double* tangents, const double* s
             }
         } else if (ins.op == Op::LogSumExp) {
             const double* o = after_forward(ins.out, s0);
-            bool first = true;
-            for (std::uint32_t m = 0; m < ins.b; ++m) {
-                if (!active_in(w, c[m])) continue;
-                const LaneIn x = in(w, c[m], s0);
-                for (std::size_t s = 0; s < n; ++s) {
-                    const double* tx = x.lanes(s);
-                    for (std::size_t l = 0; l < kLanes; ++l) {
-                        const double d = rules::LogSumExp::vjp(tx[l], x.value(s), o[s]);
-                        t[s * kLanes + l] = first ? d : t[s * kLanes + l] + d;
-                    }
-                }
-                first = false;
-            }
+            operand_terms([o](double tx, double x, std::size_t s) { return rules::LogSumExp::vjp(tx, x, o[s]); });
         } else {
             visit_elementary(ins.op, [&](auto rule) {
                 using Rule = decltype(rule);
@@ -425,13 +417,6 @@ void Tape::hvp_directions(std::size_t k, const double* tangents, const double* s
             if (known < 0) known = all_finite(x.t, (n - 1) * x.t_stride + kLanes) ? 1 : 0;
             return known != 0;
         };
-        const auto with_grad = [&](const double* g, auto f) {
-            if (all_finite(g, n)) {
-                f(rules::FiniteGrad{});
-            } else {
-                f(rules::AnyGrad{});
-            }
-        };
         for (std::size_t i = program_.size(); i-- > 0;) {
             const Instruction& ins = program_[i];
             const std::uint32_t* c = operands_.data() + ins.a;
@@ -453,7 +438,7 @@ void Tape::hvp_directions(std::size_t k, const double* tangents, const double* s
                 const std::uint32_t terms = ins.b / 2;
                 bool penalty = false;
                 const bool g_finite = !g_active || all_finite(gt, n * kLanes);
-                with_grad(g, [&](auto grad) {
+                rules::with_scale(all_finite(g, n), [&](auto grad) {
                     using G = decltype(grad);
                     for (std::uint32_t m = 0; m < terms; ++m) {
                         const std::uint32_t wk = c[m];
@@ -473,11 +458,7 @@ void Tape::hvp_directions(std::size_t k, const double* tangents, const double* s
                                               decltype(x_active)::value>(g, gt, wi, xi, to(wk), to(xk), n);
                             });
                         };
-                        if (finite) {
-                            run(rules::FiniteGrad{});
-                        } else {
-                            run(rules::AnyGrad{});
-                        }
+                        rules::with_scale(finite, run);
                     }
                 });
                 if (penalty) {
@@ -529,7 +510,7 @@ void Tape::hvp_directions(std::size_t k, const double* tangents, const double* s
                                                         two && term.b.active, n);
                     };
                     if constexpr (scales_grad<Rule>) {
-                        with_grad(g, run);
+                        rules::with_scale(all_finite(g, n), run);
                     } else {
                         run(rules::AnyGrad{});
                     }

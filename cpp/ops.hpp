@@ -122,6 +122,16 @@ struct AnyGrad {
 struct FiniteGrad {
     static double scale(double g, double p) { return g * p; }
 };
+// Calls f(FiniteGrad{}) when the grads (or tangents) a loop scales are known to be finite, else
+// f(AnyGrad{}): the two give the same numbers, the first with plain products.
+template <class F>
+void with_scale(bool finite, F&& f) {
+    if (finite) {
+        f(FiniteGrad{});
+    } else {
+        f(AnyGrad{});
+    }
+}
 
 inline bool is_integral(double x) { return std::isfinite(x) && std::floor(x) == x; }
 

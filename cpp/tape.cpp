@@ -1217,11 +1217,7 @@ void Tape::tangent_range(std::size_t s0, std::size_t n, signed char* finite_cach
                     for (std::size_t s = 0; s < n; ++s) t[s] = term(s, G{});
                 }
             };
-            if (!scales || finite_row(operand)) {
-                run(rules::FiniteGrad{});
-            } else {
-                run(rules::AnyGrad{});
-            }
+            rules::with_scale(!scales || finite_row(operand), run);
             any = true;
         };
         const std::uint32_t* c = operands_.data() + ins.a;
@@ -1260,11 +1256,7 @@ void Tape::tangent_range(std::size_t s0, std::size_t n, signed char* finite_cach
                             run(g, first, w_active, x_active);
                         });
                     };
-                    if (finite) {
-                        with_g(rules::FiniteGrad{});
-                    } else {
-                        with_g(rules::AnyGrad{});
-                    }
+                    rules::with_scale(finite, with_g);
                 });
                 any = true;
             }
@@ -1565,14 +1557,6 @@ void Tape::hvp_batch(const double* tangents, const double* seed, double* out, co
             if (!active) return;
             for (std::size_t s = 0; s < n; ++s) row.t[s] += scratch.t[s];
         };
-        // FiniteGrad where the grads are finite (rules::scale), as backward_batch does.
-        const auto with_grad = [&](const DualIn& go, auto f) {
-            if (all_finite(go.v, n)) {
-                f(rules::FiniteGrad{});
-            } else {
-                f(rules::AnyGrad{});
-            }
-        };
         for (std::size_t i = program_.size(); i-- > 0;) {
             const Instruction& ins = program_[i];
             const std::uint32_t* c = operands_.data() + ins.a;
@@ -1590,7 +1574,7 @@ void Tape::hvp_batch(const double* tangents, const double* seed, double* out, co
             } else if (ins.op == Op::Dot) {
                 const std::uint32_t terms = ins.b / 2;
                 const bool g_finite = !g_active || all_finite(go.t, n);
-                with_grad(go, [&](auto grad) {
+                rules::with_scale(all_finite(go.v, n), [&](auto grad) {  // as backward_batch scales
                     for (std::uint32_t k = 0; k < terms; ++k) {
                         const std::uint32_t w = c[k];
                         const std::uint32_t x = c[terms + k];
@@ -1618,11 +1602,7 @@ void Tape::hvp_batch(const double* tangents, const double* seed, double* out, co
                                 });
                             });
                         };
-                        if (g_finite && finite_tangent(w) && finite_tangent(x)) {
-                            run(rules::FiniteGrad{});
-                        } else {
-                            run(rules::AnyGrad{});
-                        }
+                        rules::with_scale(g_finite && finite_tangent(w) && finite_tangent(x), run);
                         if (alias) {
                             const bool active = rules::Dot::vjp(probe(g_active), probe(tangent_active(w)),
                                                                 probe(tangent_active(x))).b.active;
@@ -1667,7 +1647,7 @@ void Tape::hvp_batch(const double* tangents, const double* seed, double* out, co
                         }
                     };
                     if constexpr (scales_grad<Rule>) {
-                        with_grad(go, run);
+                        rules::with_scale(all_finite(go.v, n), run);
                     } else {
                         run(rules::AnyGrad{});
                     }
