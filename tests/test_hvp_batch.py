@@ -14,6 +14,7 @@ import hashlib
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ import pytest
 from conftest import require_module
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_batched_ops import BATCHES, Program, fixed_programs, programs, record, samples
+from test_batched_ops import BATCHES, Program, Recording, fixed_programs, programs, record, samples
 
 import arenagrad as ag
 
@@ -265,41 +266,60 @@ def test_bad_calls_raise_clear_errors() -> None:
     np.testing.assert_array_equal(several.hvp_batch(np.ones((3, 2)), np.ones((3, 2))), np.ones((3, 2)))
 
 
-HVP_CHILD = """
+THREADS_CHILD = """
+import importlib
 import sys
 sys.path.insert(0, sys.argv[1])
-import test_hvp_batch as t
-print(t.hvp_digest())
+print(getattr(importlib.import_module(sys.argv[2]), sys.argv[3])())
 """
 
 
-def hvp_digest() -> str:
-    """The bits of hvp_batch's rows and parameter sums on the fixed programs, at batch sizes that make one
-    range of samples and several (256 samples each), one of them partial."""
+Arrays = tuple[np.ndarray, ...]
+
+
+def fixed_program_digest(batches: tuple[int, ...],
+                         call: Callable[[Program, int, Recording, np.ndarray | None], Arrays]) -> str:
+    """The bits of call(program, batch, recording, seeds)'s arrays on the fixed programs at each batch size,
+    after forward_batch of that batch's samples."""
     h = hashlib.sha256()
     for program in fixed_programs():
-        for batch in (17, 1031):
+        for batch in batches:
             x, seeds = samples(program, batch)
             if program.as_list and seeds is None:
                 seeds = np.ones((batch, len(program.roots)))
             rec = record(program, x[0])
             rec.tape.forward_batch(x)
-            t = _tangents(program, batch, program.n_inputs)
-            v = np.linspace(-1.0, 1.0, len(program.params))
-            rows, summed = rec.tape.hvp_batch(t, seeds, params=rec.params, param_tangents=v)
-            h.update(rows.tobytes())
-            h.update(summed.tobytes())
+            for a in call(program, batch, rec, seeds):
+                h.update(a.tobytes())
     return h.hexdigest()
+
+
+def assert_same_bits_under_1_2_and_3_threads(module: str, digest: str) -> None:
+    """module.digest() in processes with 1, 2 and 3 threads gives this process's bits. The thread count is
+    read once per process, hence the processes."""
+    want = getattr(sys.modules[module], digest)()
+    tests = str(Path(__file__).resolve().parent)
+    for n in ("1", "2", "3"):
+        env = {**os.environ, "ARENAGRAD_NUM_THREADS": n}
+        command = [sys.executable, "-c", THREADS_CHILD, tests, module, digest]
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split() == [want], f"{n} threads"
+
+
+def hvp_digest() -> str:
+    """The bits of hvp_batch's rows and parameter sums on the fixed programs, at batch sizes that make one
+    range of samples and several (256 samples each), one of them partial."""
+
+    def call(program: Program, batch: int, rec: Recording, seeds: np.ndarray | None) -> Arrays:
+        t = _tangents(program, batch, program.n_inputs)
+        v = np.linspace(-1.0, 1.0, len(program.params))
+        return rec.tape.hvp_batch(t, seeds, params=rec.params, param_tangents=v)
+
+    return fixed_program_digest((17, 1031), call)
 
 
 def test_the_thread_count_changes_no_bit() -> None:
     """Ranges of samples run on the threads; the ranges depend on the batch alone, so 1, 2 and 3 threads
-    give the same bits as this process. The thread count is read once per process, hence the processes."""
-    want = hvp_digest()
-    tests = str(Path(__file__).resolve().parent)
-    for n in ("1", "2", "3"):
-        env = {**os.environ, "ARENAGRAD_NUM_THREADS": n}
-        command = [sys.executable, "-c", HVP_CHILD, tests]
-        done = subprocess.run(command, env=env, capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr
-        assert done.stdout.split() == [want], f"{n} threads"
+    give the same bits as this process."""
+    assert_same_bits_under_1_2_and_3_threads(__name__, "hvp_digest")

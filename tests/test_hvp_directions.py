@@ -10,19 +10,19 @@ the rounding of those sums; PyTorch and the eager engine check a Hessian itself.
 
 from __future__ import annotations
 
-import hashlib
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 from conftest import require_module
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_batched_ops import BATCHES, Program, fixed_programs, programs, record, samples
-from test_hvp_batch import _mlp_loss, _through_recorded_gradient
+from test_batched_ops import BATCHES, Program, Recording, programs, record, samples
+from test_hvp_batch import (
+    Arrays,
+    _mlp_loss,
+    _through_recorded_gradient,
+    assert_same_bits_under_1_2_and_3_threads,
+    fixed_program_digest,
+)
 
 import arenagrad as ag
 
@@ -232,39 +232,17 @@ def test_bad_calls_raise_clear_errors() -> None:
         tape.hvp_batch([[[10**400]], [[1]], [[1]]])
 
 
-DIRECTIONS_CHILD = """
-import sys
-sys.path.insert(0, sys.argv[1])
-import test_hvp_directions as t
-print(t.directions_digest())
-"""
-
-
 def directions_digest() -> str:
     """The bits of several-direction results on the fixed programs, with more blocks than threads."""
-    h = hashlib.sha256()
-    for program in fixed_programs():
-        for batch in (17, 301):
-            x, seeds = samples(program, batch)
-            if program.as_list and seeds is None:
-                seeds = np.ones((batch, len(program.roots)))
-            rec = record(program, x[0])
-            rec.tape.forward_batch(x)
-            t, v = _directions(program, batch, 53)
-            rows, sums = rec.tape.hvp_batch(t, seeds, params=rec.params, param_tangents=v)
-            h.update(rows.tobytes())
-            h.update(sums.tobytes())
-    return h.hexdigest()
+
+    def call(program: Program, batch: int, rec: Recording, seeds: np.ndarray | None) -> Arrays:
+        t, v = _directions(program, batch, 53)
+        return rec.tape.hvp_batch(t, seeds, params=rec.params, param_tangents=v)
+
+    return fixed_program_digest((17, 301), call)
 
 
 def test_the_thread_count_changes_no_bit() -> None:
     """Blocks of directions run on the threads, each summing its own samples in order: 1, 2 and 3 threads
-    give this process's bits. The thread count is read once per process, hence the processes."""
-    want = directions_digest()
-    tests = str(Path(__file__).resolve().parent)
-    for n in ("1", "2", "3"):
-        env = {**os.environ, "ARENAGRAD_NUM_THREADS": n}
-        done = subprocess.run([sys.executable, "-c", DIRECTIONS_CHILD, tests], env=env, capture_output=True,
-                              text=True)
-        assert done.returncode == 0, done.stderr
-        assert done.stdout.split() == [want], f"{n} threads"
+    give this process's bits."""
+    assert_same_bits_under_1_2_and_3_threads(__name__, "directions_digest")
