@@ -5,7 +5,8 @@ engine as "not installed" and never substitutes anything for it. Add an engine w
 LOADERS (see benchmarks/README.md).
 
 Two keys are not scalar engines: torch-batched (PyTorch on whole-batch tensors) and jax (JAX in float64 on the
-CPU, optional, used by the derivatives workload only); their workloads use the module in the EngineSet.
+CPU, optional, used by the moons, blobs and derivatives workloads, each as a jax.jit row); their workloads use
+the module in the EngineSet (es.torch_batched, es.jax).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ REFERENCE = "reference"
 MICROGRAD = "micrograd"
 TORCH = "torch"  # PyTorch op by op on 0-dim float64 tensors
 TORCH_BATCHED = "torch-batched"  # PyTorch on float64 tensors of the whole batch
-JAX = "jax"  # JAX, float64 on the CPU (optional; the derivatives workload only)
+JAX = "jax"  # JAX, float64 on the CPU (optional; the moons, blobs and derivatives workloads)
 ALL_ENGINES = (ARENAGRAD, REFERENCE, MICROGRAD, TORCH, TORCH_BATCHED, JAX)
 # Keys whose workloads do not go through LOADERS / ScalarEngine.
 TENSOR_ENGINES = (TORCH_BATCHED, JAX)

@@ -8,7 +8,13 @@ in the demo.
 
 A variant is a `make(data, engines) -> step` factory, where `step(k) -> (loss, accuracy)` runs training
 step k; adding one (e.g. an "arenagrad replay" trainer) is one function and one MoonsVariant in
-`variants()`.
+`variants()`. A factory that learns something worth printing only when it builds the step (the jax.jit row's
+compile time) returns a NotedStep, whose note joins the row's.
+
+The jax.jit row (engine key jax, optional) does torch batched's work in one jitted function: forward over
+the whole batch, hinge mean + 1e-4 * the squares of every parameter (weights and biases), the gradient, the
+SGD update and the accuracy; it is compiled before the clock starts, and each timed step waits for the
+result and converts the loss and accuracy to Python floats (as torch's `.item()` does).
 """
 
 from __future__ import annotations
@@ -20,7 +26,16 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from benchmarks.common import ROLE_MICROGRAD, ROLE_TORCH, ROLE_TORCH_BATCHED, Config, Result, timing
-from benchmarks.engines import ARENAGRAD, MICROGRAD, REFERENCE, TORCH, TORCH_BATCHED, EngineSet, ScalarEngine
+from benchmarks.engines import (
+    ARENAGRAD,
+    JAX,
+    MICROGRAD,
+    REFERENCE,
+    TORCH,
+    TORCH_BATCHED,
+    EngineSet,
+    ScalarEngine,
+)
 
 WORKLOAD = "moons"
 M_STEP = "seconds/step"
@@ -28,8 +43,23 @@ M_ACC = "accuracy after training"
 METRICS = (M_STEP, M_ACC)
 LAYERS = (2, 16, 16, 1)
 ALPHA = 1e-4
+# Row labels the issue's targets look for (report.TARGETS).
+BATCHED_REPLAY_LABEL = "arenagrad batched replay"
+JAX_LABEL = "jax.jit"
 
 Step = Callable[[int], tuple[float, float]]
+
+
+@dataclass
+class NotedStep:
+    """A step plus a note known only once the step is built (e.g. a compile time); measure() appends it to
+    the row's note."""
+
+    step: Step
+    note: str
+
+    def __call__(self, k: int) -> tuple[float, float]:
+        return self.step(k)
 
 
 @dataclass
@@ -51,7 +81,12 @@ class MoonsVariant:
 
 
 class NotAvailable(Exception):
-    """A variant's optional piece (e.g. arenagrad.nn) is not importable: reported as not installed."""
+    """A variant's optional piece (e.g. arenagrad.nn) is not importable: reported as not installed (or with
+    another status, e.g. "n/a" when JAX's float64 is off)."""
+
+    def __init__(self, note: str, status: str = "not installed") -> None:
+        super().__init__(note)
+        self.status = status
 
 
 def make_data(cfg: Config) -> MoonsData:
@@ -305,6 +340,64 @@ def make_torch_batched(data: MoonsData, es: EngineSet) -> Step:
     return step
 
 
+def make_jax(data: MoonsData, es: EngineSet) -> Step:
+    """torch batched's step written the way a JAX user writes it: forward, loss, gradient, SGD update and
+    accuracy (the count of correct samples) in ONE jitted function, compiled before the clock starts;
+    parameters a pytree of float64 device arrays (per layer: W (out, in), b (out,)), from the shared init with
+    zero biases."""
+    jax = es.jax
+    if jax is None:
+        raise NotAvailable(es.missing.get(JAX, "not installed"))
+    if not jax.config.jax_enable_x64:
+        raise NotAvailable("JAX's float64 (jax_enable_x64) is off", "n/a")
+    import numpy as np
+
+    jnp = jax.numpy
+    dev = jax.devices("cpu")[0]
+
+    def put(a: Any) -> Any:
+        return jax.device_put(jnp.asarray(np.asarray(a, dtype=np.float64)), dev)
+
+    X, y = put(data.X), put(data.y)
+    params = [(put(ws), put(np.zeros(len(ws)))) for ws in data.init]
+    last = len(params) - 1
+
+    def loss_fn(params: Any, X: Any, y: Any) -> tuple[Any, Any]:
+        h = X
+        for i, (W, b) in enumerate(params):
+            h = h @ W.T + b
+            if i < last:
+                h = jax.nn.relu(h)
+        scores = h[:, 0]
+        data_loss = jax.nn.relu(1 - y * scores).mean()
+        reg_loss = ALPHA * sum(jnp.sum(p * p) for p in jax.tree_util.tree_leaves(params))
+        return data_loss + reg_loss, scores
+
+    def train_step(params: Any, X: Any, y: Any, lr: float) -> tuple[Any, Any, Any]:
+        (loss, scores), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, X, y)
+        # The count of correct samples; the step divides it by n as the other rows do (jnp.mean of bools is
+        # float32, and XLA turns a float64 "/ n" into "* (1/n)": 0.8200000000000001 instead of 0.82).
+        correct = jnp.sum((y > 0) == (scores > 0))
+        return jax.tree_util.tree_map(lambda p, g: p - lr * g, params, grads), loss, correct
+
+    t0 = time.perf_counter()
+    compiled = jax.jit(train_step).lower(params, X, y, 1.0).compile()  # trace + XLA compile, untimed
+    compile_ms = (time.perf_counter() - t0) * 1e3
+    state = [params]
+    n = len(data.y)
+
+    def step(k: int) -> tuple[float, float]:
+        learning_rate = 1.0 - 0.9 * k / 100
+        new, loss, correct = compiled(state[0], X, y, learning_rate)
+        jax.block_until_ready((new, loss, correct))
+        state[0] = new
+        return float(loss), int(correct) / n
+
+    return NotedStep(step, f"jit(value_and_grad + SGD update + correct count) in one call; jax "
+                           f"{getattr(jax, '__version__', '?')} on {dev.platform}, float64; compiled before "
+                           f"timing ({compile_ms:.0f} ms)")
+
+
 def variants() -> list[MoonsVariant]:
     """Rows of the moons table, in order. Append a MoonsVariant here to add one (see benchmarks/README.md)."""
     return [
@@ -314,7 +407,7 @@ def variants() -> list[MoonsVariant]:
                      desc="arenagrad.nn.MLP (dot neurons), loss via arenagrad.sum and arenagrad.dot"),
         MoonsVariant("arenagrad replay", ARENAGRAD, make_arenagrad_replay,
                      desc="Tape: the full-batch graph recorded once, replayed natively; native SGD"),
-        MoonsVariant("arenagrad batched replay", ARENAGRAD, make_arenagrad_batched_replay,
+        MoonsVariant(BATCHED_REPLAY_LABEL, ARENAGRAD, make_arenagrad_batched_replay,
                      desc="Tape.forward_batch: one sample's graph run for all 100 at once; native SGD"),
         MoonsVariant("reference", REFERENCE, make_plain(REFERENCE),
                      desc="plain micrograd code on arenagrad.reference.Value",
@@ -326,6 +419,8 @@ def variants() -> list[MoonsVariant]:
                      steps=lambda cfg: min(cfg.moons_steps, cfg.moons_steps_slow)),
         MoonsVariant("torch batched", TORCH_BATCHED, make_torch_batched, role=ROLE_TORCH_BATCHED,
                      desc="float64 nn.Sequential on the (n, 2) tensor"),
+        MoonsVariant(JAX_LABEL, JAX, make_jax,
+                     desc="float64 MLP on the (n, 2) array, the whole step one jitted function"),
     ]
 
 
@@ -348,7 +443,7 @@ def measure(cfg: Config, v: MoonsVariant, data: MoonsData, es: EngineSet) -> lis
     try:
         step = v.make(data, es)
     except NotAvailable as exc:
-        return [Result(WORKLOAD, m, v.label, None, "", role=v.role, status="not installed", note=str(exc))
+        return [Result(WORKLOAD, m, v.label, None, "", role=v.role, status=exc.status, note=str(exc))
                 for m in METRICS]
     except (RuntimeError, TypeError, ValueError) as exc:
         return [Result(WORKLOAD, m, v.label, None, "", role=v.role, status="error",
@@ -360,7 +455,7 @@ def measure(cfg: Config, v: MoonsVariant, data: MoonsData, es: EngineSet) -> lis
         t0 = time.perf_counter_ns()
         loss, acc = step(k)
         times.append(time.perf_counter_ns() - t0)
-    note = f"{len(data.X)} samples; {v.desc}"
+    note = f"{len(data.X)} samples; {v.desc}" + (f"; {step.note}" if isinstance(step, NotedStep) else "")
     out = [timing(WORKLOAD, M_STEP, v.label, times, 1e9, "s", role=v.role,
                   note=f"median of {len(times)} steps; {note}")]
     if n_steps >= cfg.moons_steps:

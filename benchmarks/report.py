@@ -180,6 +180,30 @@ def _batched_replay_target(rs: list[Result]) -> tuple[str, str]:
     return ("met" if rep < tb else "not met"), measured
 
 
+def _blobs_target(rs: list[Result]) -> tuple[str, str]:
+    labels = (blobs.AG_LABEL, blobs.TORCH64_LABEL, blobs.TORCH32_LABEL, blobs.JAX_LABEL)
+    ag, t64, t32, jx = (find(rs, blobs.WORKLOAD, blobs.M_STEP, label) for label in labels)
+    if ag is None or t64 is None or t32 is None or jx is None:
+        missing = [label for label, v in zip(labels, (ag, t64, t32, jx)) if v is None]
+        return "not measured", f"no blobs step figure for {', '.join(missing)} in this run"
+    ok = t64 / ag >= 2 and ag < t32 and ag < jx
+    measured = (f"arenagrad {fmt_num(ag)} ms: {fmt_ratio(t64, ag, True, ('faster', 'slower'))} than torch "
+                f"float64 ({fmt_num(t64)}), torch float32 {fmt_num(t32)}, jax.jit {fmt_num(jx)}")
+    return ("met" if ok else "not met"), measured
+
+
+def _moons_jax_target(rs: list[Result]) -> tuple[str, str]:
+    rep = find(rs, moons.WORKLOAD, moons.M_STEP, moons.BATCHED_REPLAY_LABEL)
+    jx = find(rs, moons.WORKLOAD, moons.M_STEP, moons.JAX_LABEL)
+    if rep is None or jx is None:
+        missing = " and ".join(f"'{label}'" for label, v in ((moons.BATCHED_REPLAY_LABEL, rep),
+                                                            (moons.JAX_LABEL, jx)) if v is None)
+        return "not measured", f"no {missing} moons step figure in this run"
+    measured = (f"{fmt_num(jx / rep)}x (arenagrad batched replay {fmt_num(rep * 1e3)} ms, jax.jit "
+                f"{fmt_num(jx * 1e3)} ms)")
+    return ("met" if jx / rep >= 2 else "not met"), measured
+
+
 TARGETS = [
     Target("forward chain ≥20x faster per op than micrograd (default GC for both)",
            _ratio_target("chain", chain.M_FWD_ON, "arenagrad", "micrograd", 20)),
@@ -198,6 +222,9 @@ TARGETS = [
     Target("(later) replay moons step ≥1000x faster than micrograd and within 2x of PyTorch batched",
            _replay_target),
     Target("(later) batched replay faster than PyTorch batched", _batched_replay_target),
+    Target("blobs step (float64) ≥2x faster than torch float64, and faster than torch float32 and jax.jit "
+           "float64", _blobs_target),
+    Target("moons batched replay step ≥2x faster than jax.jit's step", _moons_jax_target),
 ]
 
 
@@ -244,7 +271,7 @@ def machine_facts() -> list[tuple[str, str]]:
         ("scikit-learn", _dist_version("scikit-learn")),
         ("arenagrad", _dist_version("arenagrad")),
     ]
-    if "jax" in sys.modules:  # only when this run loaded it (the derivatives and blobs workloads)
+    if "jax" in sys.modules:  # only when this run loaded it (the moons, blobs and derivatives workloads)
         facts.append(("jax", f"{_dist_version('jax')} (jaxlib {_dist_version('jaxlib')})"))
     if "torch" in sys.modules:
         facts.append(("torch threads", str(sys.modules["torch"].get_num_threads())))

@@ -6,6 +6,7 @@
     python benchmarks/run.py --only derivatives --engines arenagrad,torch-batched,jax
     python benchmarks/run.py --only dual --engines arenagrad --repeat 15   # Dual vs eager Value per op
     python benchmarks/run.py --only blobs --engines arenagrad,torch-batched,jax   # the notebooks' experiment
+    python benchmarks/run.py --only moons --engines arenagrad,torch-batched,jax --quick
     python benchmarks/run.py --write-md       # also rewrite BENCHMARKS.md
 
 See benchmarks/README.md for what each workload measures.
@@ -45,7 +46,7 @@ WORKLOADS = {
     "dual": dual.run,
 }
 # The workloads that know the jax engine key; the others never see it (it is not a scalar engine).
-JAX_WORKLOADS = ("derivatives", "blobs")
+JAX_WORKLOADS = ("moons", "derivatives", "blobs")
 
 
 def _csv(choices: tuple[str, ...]) -> Callable[[str], tuple[str, ...]]:
@@ -153,7 +154,9 @@ METHOD = """\
   variants start from the weights micrograd.nn draws), hinge loss + 1e-4 L2, SGD lr 1.0 → 0.1. The step
   time covers inputs, forward, loss, zero_grad, backward and the update. torch 0-dim and the reference
   engine run only a few steps by default (each costs about what micrograd costs; `--moons-all-steps` runs
-  them fully), so they have no accuracy figure then.
+  them fully), so they have no accuracy figure then. The jax.jit row does torch batched's step as one
+  jitted function (forward, loss, gradient, update, accuracy), compiled before timing; its timed step
+  includes waiting for the result and converting the loss and accuracy to Python floats.
 - blobs (its own section): the notebooks' experiment, `make_blobs(10000, n_features=5, centers=2)`, a
   linear 5-25-25-2 stack, mean cross-entropy, SGD lr 0.01, full batch; every engine from the same float64
   weights. Steps alternate between the engines, each step timed whole (forward, loss, zero_grad, backward,
