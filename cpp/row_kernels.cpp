@@ -34,9 +34,12 @@ void backward_tail(const double* go, const double* coef, const double* const* ro
 void layer_forward_tail(double* const* out, const double* coef, const double* const* rows, std::size_t dots,
                         std::size_t k, std::size_t s, std::size_t n, const double* bias, double* const* biased) {
     for (std::size_t j = 0; j < dots; ++j) {
-        sum_tail(out[j], coef + j * k, rows, k, s, n);
-        if (biased[j] == nullptr) continue;
-        for (std::size_t u = s; u < n; ++u) biased[j][u] = out[j][u] + bias[j];
+        for (std::size_t u = s; u < n; ++u) {
+            double acc = 0.0;
+            for (std::size_t t = 0; t < k; ++t) acc += coef[j * k + t] * rows[t][u];
+            if (out[j] != nullptr) out[j][u] = acc;
+            if (biased[j] != nullptr) biased[j][u] = acc + bias[j];
+        }
     }
 }
 
@@ -153,8 +156,10 @@ template <std::size_t L, std::size_t JB, std::size_t SV>
     }
     _Pragma("GCC unroll 16")
     for (std::size_t j = 0; j < JB; ++j) {
-        _Pragma("GCC unroll 16")
-        for (std::size_t v = 0; v < SV; ++v) store<L>(out[j0 + j] + s + v * L, acc[j][v]);
+        if (out[j0 + j] != nullptr) {
+            _Pragma("GCC unroll 16")
+            for (std::size_t v = 0; v < SV; ++v) store<L>(out[j0 + j] + s + v * L, acc[j][v]);
+        }
         if (biased[j0 + j] == nullptr) continue;
         const double b = bias[j0 + j];
         _Pragma("GCC unroll 16")
@@ -279,7 +284,7 @@ template <std::size_t L>
     constexpr std::size_t kRows = 4;
     constexpr std::size_t kSamples = 8;
     constexpr std::size_t kVectors = kSamples / L;
-    std::size_t s = 0;
+    std::size_t s = row_grads == nullptr ? n : 0;
     for (; s + kSamples <= n; s += kSamples) {
         std::size_t t = 0;
         for (; t + kRows <= k; t += kRows) layer_row_grads_block<L, kRows, kVectors>(go, coef, row_grads, dots, k, t, s);
@@ -340,7 +345,7 @@ void layer_tail(const double* const* go, const double* coef, const double* const
         for (std::size_t r = 0; r < k; ++r) {
             for (std::size_t j = dots; j-- > 0;) {
                 coef_lanes[j * k + r][lane] += go[j][s] * rows[r][s];
-                row_grads[r][s] += go[j][s] * coef[j * k + r];
+                if (row_grads != nullptr) row_grads[r][s] += go[j][s] * coef[j * k + r];
             }
         }
     }

@@ -34,7 +34,8 @@ void scaled_row_sum_backward(const double* go, const double* coef, const double*
 // A layer: dots j = 0 .. J-1 that read the same K distinct rows, dot j's term k being
 // coef[j * K + k] * rows[k]. Its forward, out[j] as scaled_row_sum would give it, with each block of
 // the rows loaded once for several dots. Where biased[j] is not null it also receives out[j] + bias[j]
-// (a neuron's bias add, done while the block is still in registers).
+// (a neuron's bias add, done while the block is still in registers); where out[j] is null (a row that
+// only its bias add reads), only that.
 void layer_forward(double* const* out, const double* coef, const double* const* rows, std::size_t dots, std::size_t k,
                    std::size_t n, const double* bias, double* const* biased);
 
@@ -42,7 +43,9 @@ void layer_forward(double* const* out, const double* coef, const double* const* 
 // row k's grad gains go[j][s] * coef[j * K + k] for j = J-1 down to 0 (the order in which the dots'
 // own backward passes, last dot first, would add them), and the lanes coef_lanes[j * K + k] gain
 // go[j][s] * rows[k][s] as in scaled_row_sum_backward. The rows' grads are blocked like
-// layer_forward, and the lanes of several weights stay in registers through all n samples.
+// layer_forward, and the lanes of several weights stay in registers through all n samples. With
+// row_grads null (nothing reads the rows' grads: inputs whose gradients nobody asked for) only the
+// lanes.
 void layer_backward(const double* const* go, const double* coef, const double* const* rows, double* const* row_grads,
                     double* const* coef_lanes, std::size_t dots, std::size_t k, std::size_t n, std::size_t s0,
                     std::size_t full);

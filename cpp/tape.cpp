@@ -520,8 +520,16 @@ void Tape::find_layers() {
         if (fused[i] == 0) continue;
         fused_back[i] = readers[biased_row(program_[i])] == 1;
     }
+    std::vector<char> borrowed(std::size_t{zero_row_} + 1, 0);
+    for (const Layer& layer : layers) {
+        for (std::size_t j = 0; j < layer.dots.size(); ++j) {
+            const std::uint32_t add = layer.bias_adds[j];
+            if (add != kNoLayer && fused_back[add] != 0) borrowed[program_[layer.dots[j]].out] = 1;
+        }
+    }
     in_layer_forward_.swap(fused);
     in_layer_backward_.swap(fused_back);
+    grads_borrowed_.swap(borrowed);
     layers_.swap(layers);
     layer_of_.swap(layer_of);
     max_layer_dots_ = max_dots;
@@ -534,7 +542,8 @@ void Tape::forward_layer(Workspace& ws, const Layer& layer, std::size_t s0, std:
     const std::size_t k = first.b / 2;
     for (std::size_t j = 0; j < dots; ++j) {
         const Instruction& d = program_[layer.dots[j]];
-        ws.layer_out[j] = tile_value(ws, d.out, s0);
+        // A dot row that only its bias add reads, and nobody after the pass, is never written.
+        ws.layer_out[j] = bias_only_reader(layer, j) && kept_value_[d.out] == 0 ? nullptr : tile_value(ws, d.out, s0);
         const std::uint32_t* c = operands_.data() + d.a;
         for (std::size_t t = 0; t < k; ++t) ws.layer_coef[j * k + t] = shared_values_[c[t] & ~kShared];
         ws.layer_biased[j] = nullptr;
@@ -561,7 +570,7 @@ bool Tape::back_layer(Workspace& ws, double* lanes, const Layer& layer, std::siz
         // The dot's grads are 0.0 + the add's (its only reader): the same numbers, except that a -0.0
         // would be +0.0; the kernel only adds their products to sums that start at +0.0 and so can
         // never be -0.0, which makes the sign of a zero go unseen.
-        const double* go = tile_grad(ws, add != kNoLayer && in_layer_backward_[add] != 0 ? program_[add].out : d.out);
+        const double* go = tile_grad(ws, bias_only_reader(layer, j) ? program_[add].out : d.out);
         if (!all_finite(go, n)) return false;
         ws.layer_go[j] = go;
         const std::uint32_t* c = operands_.data() + d.a;
@@ -571,15 +580,19 @@ bool Tape::back_layer(Workspace& ws, double* lanes, const Layer& layer, std::siz
         }
     }
     const std::uint32_t* x = operands_.data() + first.a + k;
+    // The rows' grads are wanted unless every row is an input whose grads nobody asked for.
+    bool grads_wanted = input_grads_ != nullptr || !kept_rows_.empty();
     for (std::size_t t = 0; t < k; ++t) {
         ws.layer_rows[t] = after_forward(x[t], s0);
         ws.layer_row_grads[t] = tile_grad(ws, x[t]);
+        grads_wanted = grads_wanted || x[t] >= inputs_.size();
     }
-    kernels::layer_backward(ws.layer_go.data(), ws.layer_coef.data(), ws.layer_rows.data(), ws.layer_row_grads.data(),
-                            ws.layer_lanes.data(), dots, k, n, s0, batch_ / 4 * 4);
+    kernels::layer_backward(ws.layer_go.data(), ws.layer_coef.data(), ws.layer_rows.data(),
+                            grads_wanted ? ws.layer_row_grads.data() : nullptr, ws.layer_lanes.data(), dots, k, n, s0,
+                            batch_ / 4 * 4);
     for (std::size_t j = 0; j < dots; ++j) {  // each fused bias's lanes gain its add's output grads
         const std::uint32_t add = layer.bias_adds[j];
-        if (add == kNoLayer || in_layer_backward_[add] == 0) continue;
+        if (!bias_only_reader(layer, j)) continue;
         const bool bias_first = biased_row(program_[add]) == program_[add].b;
         add_lanes(lanes + 4 * elementary_slot(add, bias_first ? 0 : 1), ws.layer_go[j], s0, n, batch_ / 4 * 4);
     }
@@ -953,7 +966,13 @@ void Tape::sweep_back(const double* seed) {
 void Tape::back_tile(Workspace& ws, double* lanes, const double* seed, std::size_t s0, std::size_t n) {
     const std::size_t batch = batch_;
     const std::size_t n_rows = std::size_t{zero_row_} + 1;
-    for (std::size_t r = 0; r < n_rows; ++r) std::fill_n(tile_grad(ws, static_cast<std::uint32_t>(r)), n, 0.0);
+    const bool fuse_bias = !per_sample_ && failed_.empty();
+    for (std::size_t r = 0; r < n_rows; ++r) {
+        // A layer's dot whose grads are its bias add's (back_layer reads those) is zeroed only if the
+        // layer falls back to the dots one by one.
+        if (fuse_bias && grads_borrowed_[r] != 0) continue;
+        std::fill_n(tile_grad(ws, static_cast<std::uint32_t>(r)), n, 0.0);
+    }
     const std::size_t n_roots = roots_.size();
     for (std::size_t k = 0; k < n_roots; ++k) {
         const std::uint32_t r = root_operand_[k];
@@ -1019,7 +1038,6 @@ void Tape::back_tile(Workspace& ws, double* lanes, const double* seed, std::size
     // the add's output grads as the dot's: with shared grads summed in lanes, the order in which the
     // slots are filled does not matter. Per-sample sweeps add into one row per shared leaf, in the
     // sweep's order, so they take every instruction in turn.
-    const bool fuse_bias = !per_sample_ && failed_.empty();
     for (std::size_t i = program_.size(); i-- > 0;) {
         const Instruction& ins = program_[i];
         const double* go = tile_grad(ws, ins.out);
@@ -1051,7 +1069,10 @@ void Tape::back_tile(Workspace& ws, double* lanes, const double* seed, std::size
             continue;
         }
         if (ins.op == Op::Dot) {
-            if (layer_of_[i] == kNoLayer) {
+            // A per-sample sweep adds a shared leaf's terms into its row in the sweep's order, so the dots
+            // of a layer run each at its own turn there: a leaf read between two of them (a bias, say)
+            // must gain its terms in between, as in eager backward.
+            if (layer_of_[i] == kNoLayer || per_sample_) {
                 back_dot(ins);
                 continue;
             }
@@ -1059,8 +1080,9 @@ void Tape::back_tile(Workspace& ws, double* lanes, const double* seed, std::size
             if (i != layer.dots.front()) continue;  // the layer runs at its first dot's turn
             if (!back_layer(ws, lanes, layer, s0, n)) {
                 for (std::size_t j = layer.dots.size(); j-- > 0;) {  // the bias adds it would have done first
-                    const std::uint32_t add = layer.bias_adds[j];
-                    if (fuse_bias && add != kNoLayer && in_layer_backward_[add] != 0) back_elementary(add);
+                    if (!fuse_bias || !bias_only_reader(layer, j)) continue;
+                    std::fill_n(tile_grad(ws, program_[layer.dots[j]].out), n, 0.0);
+                    back_elementary(layer.bias_adds[j]);
                 }
                 for (std::size_t j = layer.dots.size(); j-- > 0;) back_dot(program_[layer.dots[j]]);
             }

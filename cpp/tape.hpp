@@ -243,7 +243,10 @@ class Tape {
     // Grads live only while their tile is swept, in the thread's workspace, where they stay in cache:
     // the backward pass reads the batch's values once and writes back only the rows someone asked for
     // (kept_rows_, and the inputs' into backward_batch's output). Sample s0 + j of the tile is at j.
-    std::size_t tile_stride() const { return std::min(kTile, batch_); }
+    // Rows of a tile lie this far apart: the tile's length, rounded up to whole cache lines, and one more
+    // line, so that the rows a kernel reads side by side do not all fall into the same few sets of a
+    // 4 KiB-indexed L1 (256 doubles apart, every second row would).
+    std::size_t tile_stride() const { return (std::min(kTile, batch_) + 7) / 8 * 8 + 8; }
     double* tile_grad(Workspace& ws, std::uint32_t r) const { return ws.grads.data() + std::size_t{r} * tile_stride(); }
     // Where the forward pass reads and writes row r for the tile from s0: its stored row or the tile's.
     double* tile_value(Workspace& ws, std::uint32_t r, std::size_t s0) const {
@@ -342,6 +345,11 @@ class Tape {
     std::vector<std::uint32_t> layer_of_;  // per instruction: its layer, or kNoLayer
     std::vector<char> in_layer_forward_;   // per instruction: a bias add the layer's forward kernel runs
     std::vector<char> in_layer_backward_;  // ... and whose backward back_layer() runs (its dot's only reader)
+    std::vector<char> grads_borrowed_;     // per row: a layer dot's, whose grads back_layer() reads from its add
+    // Is dot j of the layer read by its bias add alone (so the layer's kernels do the add's work)?
+    bool bias_only_reader(const Layer& layer, std::size_t j) const {
+        return layer.bias_adds[j] != kNoLayer && in_layer_backward_[layer.bias_adds[j]] != 0;
+    }
     std::size_t max_layer_dots_ = 0;
     std::size_t max_layer_rows_ = 0;
     // Per chunk, four lanes per operand slot (each n-ary operand, two per elementary instruction):

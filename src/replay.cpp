@@ -287,7 +287,8 @@ are exact on every replay.
             "The samples (indexes, ascending) whose outputs the last forward_batch(errors='nan') set to NaN.")
         .def(
             "backward_batch",
-            [](BoundTape& tape, const py::object& seed, const std::string& reduce, const py::object& params) {
+            [](BoundTape& tape, const py::object& seed, const std::string& reduce, const py::object& params,
+               bool input_grads) -> py::object {
                 if (reduce != "sum" && reduce != "none") {
                     throw py::value_error("reduce must be 'sum' or 'none', not '" + reduce + "'");
                 }
@@ -302,6 +303,10 @@ are exact on every replay.
                 } else if (!params.is_none()) {
                     throw py::value_error("params is for reduce='none'; with reduce='sum' gradients go to .grad");
                 }
+                if (!input_grads && reduce == "none") {
+                    throw py::value_error("input_grads=False is for reduce='sum'; with reduce='none' the result is "
+                                          "the per-sample gradients of params");
+                }
                 if (tape.batch() == 0) throw py::value_error("backward_batch() needs forward_batch() first");
                 const std::vector<double> seeds = batch_seeds(tape, seed, "backward_batch()");
                 const double* seed_data = seeds.empty() ? nullptr : seeds.data();
@@ -315,15 +320,24 @@ are exact on every replay.
                     }
                     return per_sample;
                 }
+                if (!input_grads) {
+                    try {
+                        tape.backward_batch(seed_data, nullptr);
+                    } catch (const std::logic_error& e) {
+                        throw py::value_error(e.what());
+                    }
+                    return py::none();
+                }
                 Array grads({batch, static_cast<py::ssize_t>(tape.inputs().size())});
                 try {
                     tape.backward_batch(seed_data, grads.mutable_data());
                 } catch (const std::logic_error& e) {
                     throw py::value_error(e.what());
                 }
-                return grads;
+                return std::move(grads);
             },
             py::arg("seed") = py::none(), py::kw_only(), py::arg("reduce") = "sum", py::arg("params") = py::none(),
+            py::arg("input_grads") = true,
             "Backpropagates every sample at once, seeding each sample's root grad with `seed` (1 by "
             "default; e.g. 1/batch for a mean; shape (batch, roots) for a tape of several). Adds the "
             "batch-summed grads of the shared leaves (parameters) into their .grad and returns "
@@ -331,7 +345,9 @@ are exact on every replay.
             "result is the per-sample gradients of `params` instead, shape (batch, len(params)): row s is "
             "what backward() of sample s alone gives each param (a leaf or a node of the graph; 0 for a Value "
             "the graph does not read). "
-            "Samples that failed in forward_batch(errors='nan') add nothing to .grad; their rows are NaN.")
+            "Samples that failed in forward_batch(errors='nan') add nothing to .grad; their rows are NaN. "
+            "input_grads=False (reduce='sum' only) skips d(root)/d(inputs) and returns None: a training step "
+            "needs only the parameters' .grad, and the inputs' gradients cost a pass over the first layer.")
         .def(
             "jvp_batch",
             [](BoundTape& tape, const py::object& tangents) {

@@ -298,6 +298,12 @@ class _Generator:
             ws = [self.shared() for _ in rows]
             out = self.dot_on(ws, rows)
             bound = self.bound(out)
+            if self.c.integer(0, 1):  # a bias: the layer's kernels run the add too
+                b = self.param()
+                args = (out, b) if self.c.integer(0, 1) else (b, out)
+                out = self.emit(Step("binary", "+", args), bound + PARAM_BOUND)
+                bound = self.bound(out)
+                self.tags.add("layer:biased")
             if j == len(between):
                 break
             if between[j] == 0:
@@ -752,7 +758,7 @@ def test_the_fixed_programs_hold_every_op_and_every_batched_path() -> None:
     want |= {f"{kind}-operand:{operand}" for kind in ("sum", "lse") for operand in kinds}
     want |= {
         f"layer:{how}"
-        for how in ("joined", "joined-around-an-op", "split-by-a-reader", "split-by-another-order")
+        for how in ("joined", "joined-around-an-op", "split-by-a-reader", "split-by-another-order", "biased")
     }
     assert want | {"grad"} <= tags, sorted(want - tags)
     assert any(name.startswith("**") and len(name) > 2 for name in names)  # a ** k, k a number

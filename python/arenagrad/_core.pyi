@@ -137,13 +137,24 @@ class Tape:
     ) -> npt.NDArray[np.float64]: ...
     @property
     def failed(self) -> npt.NDArray[np.int64]: ...
+    @overload
     def backward_batch(
         self,
         seed: float | np.ndarray | None = None,
         *,
         reduce: Literal["sum", "none"] = "sum",
         params: Iterable[Value] | None = None,
+        input_grads: Literal[True] = True,
     ) -> npt.NDArray[np.float64]: ...
+    @overload
+    def backward_batch(
+        self,
+        seed: float | np.ndarray | None = None,
+        *,
+        reduce: Literal["sum"] = "sum",
+        params: None = None,
+        input_grads: Literal[False],
+    ) -> None: ...
     def jvp_batch(self, tangents: np.ndarray | Sequence[Sequence[float]]) -> npt.NDArray[np.float64]: ...
     @overload
     def hvp_batch(

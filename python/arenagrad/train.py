@@ -307,7 +307,7 @@ class _ReplayedObjective:
         return total, float(np.count_nonzero((scores > 0) == (y == 1))) / self.n
 
     def backward(self) -> None:
-        self.tape.backward_batch(1.0 / self.n)
+        self.tape.backward_batch(1.0 / self.n, input_grads=False)
         if self.penalty is not None:
             self.penalty.backward()
 
