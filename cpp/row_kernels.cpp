@@ -167,25 +167,32 @@ template <std::size_t L, std::size_t JB, std::size_t SV>
     }
 }
 
+// Every dot of the layer for the SV vectors of samples from s, 4 dots at a time.
+template <std::size_t L, std::size_t SV>
+[[gnu::always_inline]] inline void layer_forward_samples(double* const* out, const double* coef,
+                                                         const double* const* rows, std::size_t dots, std::size_t k,
+                                                         std::size_t s, const double* bias, double* const* biased) {
+    constexpr std::size_t kDots = 4;
+    std::size_t j = 0;
+    for (; j + kDots <= dots; j += kDots) layer_forward_block<L, kDots, SV>(out, coef, rows, k, j, s, bias, biased);
+    switch (dots - j) {
+        case 3: layer_forward_block<L, 3, SV>(out, coef, rows, k, j, s, bias, biased); break;
+        case 2: layer_forward_block<L, 2, SV>(out, coef, rows, k, j, s, bias, biased); break;
+        case 1: layer_forward_block<L, 1, SV>(out, coef, rows, k, j, s, bias, biased); break;
+        default: break;
+    }
+}
+
+// Blocks of 8 samples, then one of 4 if that many are left (a batch of 100 ends in one), then scalar code.
 template <std::size_t L>
 [[gnu::always_inline]] inline void layer_forward_blocks(double* const* out, const double* coef,
                                                         const double* const* rows, std::size_t dots, std::size_t k,
                                                         std::size_t n, const double* bias, double* const* biased) {
-    constexpr std::size_t kDots = 4;
-    constexpr std::size_t kSamples = 8;
-    constexpr std::size_t kVectors = kSamples / L;
     std::size_t s = 0;
-    for (; s + kSamples <= n; s += kSamples) {
-        std::size_t j = 0;
-        for (; j + kDots <= dots; j += kDots) {
-            layer_forward_block<L, kDots, kVectors>(out, coef, rows, k, j, s, bias, biased);
-        }
-        switch (dots - j) {
-            case 3: layer_forward_block<L, 3, kVectors>(out, coef, rows, k, j, s, bias, biased); break;
-            case 2: layer_forward_block<L, 2, kVectors>(out, coef, rows, k, j, s, bias, biased); break;
-            case 1: layer_forward_block<L, 1, kVectors>(out, coef, rows, k, j, s, bias, biased); break;
-            default: break;
-        }
+    for (; s + 8 <= n; s += 8) layer_forward_samples<L, 8 / L>(out, coef, rows, dots, k, s, bias, biased);
+    if (s + 4 <= n) {
+        layer_forward_samples<L, 4 / L>(out, coef, rows, dots, k, s, bias, biased);
+        s += 4;
     }
     layer_forward_tail(out, coef, rows, dots, k, s, n, bias, biased);
 }
@@ -217,6 +224,22 @@ template <std::size_t L, std::size_t TB, std::size_t SV>
     for (std::size_t t = 0; t < TB; ++t) {
         _Pragma("GCC unroll 16")
         for (std::size_t v = 0; v < SV; ++v) store<L>(row_grads[t0 + t] + s + v * L, acc[t][v]);
+    }
+}
+
+// Every row's grads for the SV vectors of samples from s, 4 rows at a time.
+template <std::size_t L, std::size_t SV>
+[[gnu::always_inline]] inline void layer_row_grads_samples(const double* const* go, const double* coef,
+                                                           double* const* row_grads, std::size_t dots, std::size_t k,
+                                                           std::size_t s) {
+    constexpr std::size_t kRows = 4;
+    std::size_t t = 0;
+    for (; t + kRows <= k; t += kRows) layer_row_grads_block<L, kRows, SV>(go, coef, row_grads, dots, k, t, s);
+    switch (k - t) {
+        case 3: layer_row_grads_block<L, 3, SV>(go, coef, row_grads, dots, k, t, s); break;
+        case 2: layer_row_grads_block<L, 2, SV>(go, coef, row_grads, dots, k, t, s); break;
+        case 1: layer_row_grads_block<L, 1, SV>(go, coef, row_grads, dots, k, t, s); break;
+        default: break;
     }
 }
 
@@ -281,19 +304,11 @@ template <std::size_t L>
 [[gnu::always_inline]] inline void layer_blocks(const double* const* go, const double* coef, const double* const* rows,
                                                 double* const* row_grads, double* const* coef_lanes, std::size_t dots,
                                                 std::size_t k, std::size_t n, std::size_t s0, std::size_t full) {
-    constexpr std::size_t kRows = 4;
-    constexpr std::size_t kSamples = 8;
-    constexpr std::size_t kVectors = kSamples / L;
     std::size_t s = row_grads == nullptr ? n : 0;
-    for (; s + kSamples <= n; s += kSamples) {
-        std::size_t t = 0;
-        for (; t + kRows <= k; t += kRows) layer_row_grads_block<L, kRows, kVectors>(go, coef, row_grads, dots, k, t, s);
-        switch (k - t) {
-            case 3: layer_row_grads_block<L, 3, kVectors>(go, coef, row_grads, dots, k, t, s); break;
-            case 2: layer_row_grads_block<L, 2, kVectors>(go, coef, row_grads, dots, k, t, s); break;
-            case 1: layer_row_grads_block<L, 1, kVectors>(go, coef, row_grads, dots, k, t, s); break;
-            default: break;
-        }
+    for (; s + 8 <= n; s += 8) layer_row_grads_samples<L, 8 / L>(go, coef, row_grads, dots, k, s);
+    if (s + 4 <= n) {
+        layer_row_grads_samples<L, 4 / L>(go, coef, row_grads, dots, k, s);
+        s += 4;
     }
     for (; s < n; ++s) {
         for (std::size_t r = 0; r < k; ++r) {
