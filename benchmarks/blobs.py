@@ -6,9 +6,14 @@ Linear(25, 25), Linear(25, 2))``), cross-entropy loss averaged over the samples,
 batch. Every engine starts from the same float64 weights, drawn once with numpy (seeded; torch.nn.Linear's
 default scale, uniform in +-1/sqrt(fan_in) for weights and biases).
 
-A step is forward + loss + zero_grad + backward + SGD update; the figure is the median over the steps, which
-alternate between the engines (engine A's step k, B's step k, ..., then step k+1) so that machine noise hits
-them alike. Rows:
+A step is forward + loss + zero_grad + backward + SGD update; the figure is the median over the timed steps.
+The engines take turns (common.blocked): engine A runs untimed steps for 20 ms and then five timed ones, then
+engine B, and so on round-robin, so that machine noise hits them alike while no engine's figure includes the
+steps right after another library's, whose worker threads may still be spinning (torch's OpenMP pool, ~5-7 ms
+after its step: with the engines alternating step by step, jax.jit's step took 7.5-8.5 ms instead of 5.5,
+arenagrad's 4.3-5.5 ms instead of 3.6-3.8; see blocked()). The untimed steps leave the weights as they were
+(``Trainer.warm``: the step with learning rate 0, or for JAX the step with its result dropped), so every
+engine trains for exactly the timed steps and the losses are those of a run without them. Rows:
 
 - arenagrad batched replay: ONE sample's loss ``logsumexp(logits) - dot(onehot, logits)`` recorded once as a
   Tape (inputs: the 5 features and the one-hot label; parameters: Values shared by every sample, each neuron
@@ -36,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import blobs_time
-from benchmarks.common import Config, Result, alternating, timing
+from benchmarks.common import BLOCK, WARMUP_S, Config, Result, Turns, blocked, timing, turns_text
 from benchmarks.engines import ARENAGRAD, JAX, TORCH_BATCHED, EngineSet
 
 WORKLOAD = "blobs"
@@ -104,6 +109,7 @@ class Trainer:
 
     label: str
     step: Callable[[], float]  # one training step; returns the loss its forward computed
+    warm: Callable[[], object]  # a step's whole work that leaves the weights as they were (untimed)
     evaluate: Callable[[], tuple[float, float]]  # (loss, accuracy) at the current weights
     reset: Callable[[], None]  # back to the initial weights
     role: str = ""
@@ -157,11 +163,11 @@ def make_arenagrad(data: BlobsData, es: EngineSet) -> Trainer:
     batch = np.ascontiguousarray(np.hstack([data.X, labels]))
     inv_n = 1.0 / data.n
 
-    def step() -> float:
+    def step(lr: float = LR) -> float:
         loss = float(tape.forward_batch(batch).mean())
         group.zero_grad()
         tape.backward_batch(inv_n)
-        group.sgd_step(lr=LR)
+        group.sgd_step(lr=lr)
         return loss
 
     def evaluate() -> tuple[float, float]:
@@ -210,7 +216,7 @@ def make_arenagrad(data: BlobsData, es: EngineSet) -> Trainer:
 
     passes = (lambda: tape.forward_batch(batch), lambda: tape.backward_batch(inv_n),
               tape.num_nodes + len(tape.inputs), lambda: tape.batch_bytes_per_sample)
-    return Trainer(AG_LABEL, step, evaluate, reset, checks=eager_check, passes=passes,
+    return Trainer(AG_LABEL, step, lambda: step(0.0), evaluate, reset, checks=eager_check, passes=passes,
                    note=f"one sample's loss recorded once ({tape.num_nodes:,} nodes, {len(params)} "
                         f"parameters), samples as rows: forward_batch + zero_grad + backward_batch(1/n) + "
                         "sgd_step")
@@ -248,6 +254,14 @@ def make_torch(dtype_name: str) -> Callable[[BlobsData, EngineSet], Trainer]:
             opt.step()
             return float(loss.item())
 
+        def warm() -> float:
+            group = opt.param_groups[0]
+            group["lr"] = 0.0  # the update runs, p - 0 * grad, and leaves p as it was
+            try:
+                return step()
+            finally:
+                group["lr"] = LR
+
         def evaluate() -> tuple[float, float]:
             with torch.no_grad():
                 out = model(Xt)
@@ -255,7 +269,7 @@ def make_torch(dtype_name: str) -> Callable[[BlobsData, EngineSet], Trainer]:
                 return float(cross_entropy(out, yt).item()), float(acc.item())
 
         f64 = dtype_name == "float64"
-        return Trainer(TORCH64_LABEL if f64 else TORCH32_LABEL, step, evaluate, reset,
+        return Trainer(TORCH64_LABEL if f64 else TORCH32_LABEL, step, warm, evaluate, reset,
                        role=ROLE_TORCH_F64 if f64 else "", rtol=RTOL if f64 else RTOL_F32,
                        note=f"nn.Sequential of 3 Linear ({dtype_name}), F.cross_entropy, optim.SGD; torch "
                             f"{torch.__version__}, {torch.get_num_threads()} threads")
@@ -302,10 +316,11 @@ def make_jax(data: BlobsData, es: EngineSet) -> Trainer:
     evaluate_jit = jax.jit(lambda p, X, y: (loss_fn(p, X, y), jnp.mean(logits_fn(p, X).argmax(axis=1) == y)))
     state = [init]
 
-    def step() -> float:
+    def step(keep: bool = True) -> float:
         params, loss = compiled(state[0], X, y)
         jax.block_until_ready((params, loss))
-        state[0] = params
+        if keep:
+            state[0] = params
         return float(loss)
 
     def evaluate() -> tuple[float, float]:
@@ -315,7 +330,7 @@ def make_jax(data: BlobsData, es: EngineSet) -> Trainer:
     def reset() -> None:
         state[0] = init
 
-    return Trainer(JAX_LABEL, step, evaluate, reset,
+    return Trainer(JAX_LABEL, step, lambda: step(keep=False), evaluate, reset,
                    note=f"jit(value_and_grad(mean cross-entropy)) then p - lr*g; jax "
                         f"{getattr(jax, '__version__', '?')} on {dev.platform}, float64; compiled before "
                         f"timing ({compile_ms:.0f} ms)")
@@ -402,8 +417,10 @@ def run(cfg: Config, es: EngineSet) -> list[Result]:
 
     n_steps = cfg.blobs_steps
     if trainers:
-        print(f"  blobs: {len(trainers)} engines x {n_steps} alternating steps ...", flush=True)
-    times, last = alternating({t.label: t.step for t in trainers}, n_steps)
+        print(f"  blobs: {len(trainers)} engines x {n_steps} steps, taking turns ...", flush=True)
+    got = blocked({t.label: Turns(step=lambda k, step=t.step: step(), steps=n_steps, warm=t.warm)
+                   for t in trainers})
+    times, last = got.times, got.last
     final = {t.label: t.evaluate() for t in trainers}
     ref_loss = final[trainers[0].label][0] if trainers else float("nan")
 
@@ -417,8 +434,8 @@ def run(cfg: Config, es: EngineSet) -> list[Result]:
         loss, acc = final[r.label]
         note = "; ".join(s for s in (r.note, check_notes.get(r.label, "")) if s)
         results.append(timing(WORKLOAD, M_STEP, r.label, times[r.label], 1e6, "ms", role=r.role,
-                              note=f"median of {n_steps} steps, {size}; {note}; training accuracy "
-                                   f"{100 * acc:.2f}% after {n_steps} steps"))
+                              note=f"{turns_text(got.warmups[r.label], n_steps)}, {size}; {note}; training "
+                                   f"accuracy {100 * acc:.2f}% after {n_steps} steps"))
         agree = ("" if r is trainers[0] else
                  f"; differs from {trainers[0].label}'s by {_rel(loss, ref_loss):.1g} (relative)")
         results.append(Result(WORKLOAD, M_LOSS, r.label, loss, "nats", runs=1, role=r.role, ratios=False,
@@ -448,9 +465,12 @@ def section(results: list[Result], heading: str, cfg: Config) -> list[str]:
         f"`make_blobs({cfg.blobs_samples}, n_features={LAYERS[0]}, centers={LAYERS[-1]}, "
         f"random_state={RANDOM_STATE})`; a linear {'-'.join(map(str, LAYERS))} stack with no activations "
         f"({n_params()} parameters), mean cross-entropy, SGD lr {LR:g}, full batch, {cfg.blobs_steps} steps. "
-        "A step is forward + loss + zero_grad + backward + update; each figure is the median over the steps, "
-        "which alternate between the engines. Every engine starts from the same float64 weights; before "
-        f"timing, each one's losses at the initial weights and after one step were checked against "
+        "A step is forward + loss + zero_grad + backward + update; each figure is the median over the timed "
+        f"steps. The engines take turns: untimed steps for {WARMUP_S * 1e3:g} ms (they leave the weights "
+        f"as they were), then {BLOCK} timed ones, then the next engine, so that no figure includes the steps "
+        "right after another library's, whose threads may still be spinning. Every engine starts from the "
+        "same float64 weights; "
+        f"before timing, each one's losses at the initial weights and after one step were checked against "
         f"arenagrad's (≤ {RTOL:g} relative; float32: {RTOL_F32:g}; the notes name the reference engine). "
         "JAX is jit-compiled before timing. "
         "Ratios are against torch float64.",

@@ -7,8 +7,12 @@ micrograd's order (layer by layer, neuron by neuron: its weights, then its bias)
 initial weights (the ones micrograd.nn draws after ``random.seed(1337)``) with small nonzero biases drawn
 from the same seed, so that the point is generic (no pre-activation at a ReLU kink: checked).
 
-Three figures, each the median of runs that alternate between the engines (engine A, B, C, A, B, C, ...)
-so that machine noise hits them alike:
+Three figures, each the median of runs in which the engines take turns (common.blocked: untimed runs for
+20 ms, none for runs of 0.1 s or more, then five timed ones, then the next engine, round-robin), so that
+machine noise hits them alike while no engine's figure includes the runs right after another library's,
+whose worker threads may still be spinning (torch.func's OpenMP pool; see blocked()). The collector is not
+run before each timed run: with torch.func imported a collection takes ~50 ms and left the next run cold
+(jax.jit's Hessian-vector product 0.39 ms after one, 0.10 ms back to back):
 
 1. one Hessian-vector product ``H(p) @ v`` (v: a fixed standard normal vector);
 2. the full 337x337 Hessian;
@@ -49,7 +53,18 @@ if __package__ in (None, ""):
 import numpy as np
 
 from benchmarks import moons
-from benchmarks.common import Config, Result, alternating, timed_ns, timing
+from benchmarks.common import (
+    BLOCK,
+    WARMUP_S,
+    WARMUP_UNDER_S,
+    Config,
+    Result,
+    Turns,
+    blocked,
+    timed_ns,
+    timing,
+    turns_text,
+)
 from benchmarks.engines import ARENAGRAD, JAX, TORCH_BATCHED, EngineSet
 
 WORKLOAD = "derivatives"
@@ -564,7 +579,7 @@ def _runs(cfg: Config, slowest_ns: int) -> int:
 
 def measure_metric(cfg: Config, metric: str, rows: list[Row], expect_shape: tuple[int, ...],
                    checks: dict[str, np.ndarray] | None = None) -> tuple[list[Result], dict[str, np.ndarray]]:
-    """Warm every engine up (its result is cross-checked), then time them in alternation."""
+    """Warm every engine up (its result is cross-checked), then time them taking turns."""
     impls = [r for r in rows if isinstance(r, Impl)]
     outputs: dict[str, np.ndarray] = {}
     warm: dict[str, int] = {}
@@ -583,13 +598,15 @@ def measure_metric(cfg: Config, metric: str, rows: list[Row], expect_shape: tupl
                                          f"(relative difference {d:.3g})")
     reps = _runs(cfg, max(warm.values(), default=0))
     if impls:
-        print(f"  derivatives: {metric}: {len(impls)} engines x {reps} alternating runs ...", flush=True)
-    times, _ = alternating({impl.label: impl.run for impl in impls}, reps)
+        print(f"  derivatives: {metric}: {len(impls)} engines x {reps} runs, taking turns ...", flush=True)
+    got = blocked({impl.label: Turns(step=lambda k, run=impl.run: run(), steps=reps, warm=impl.run,
+                                     step_s=warm[impl.label] / 1e9) for impl in impls})
     results: list[Result] = []
     for r in rows:
         if isinstance(r, Impl):
-            note = "; ".join(s for s in (r.note, check_notes.get(r.label, "")) if s)
-            res = timing(WORKLOAD, metric, r.label, times[r.label], 1e6, "ms", role=r.role, note=note)
+            note = "; ".join(s for s in (r.note, check_notes.get(r.label, ""),
+                                         turns_text(got.warmups[r.label], reps, "runs")) if s)
+            res = timing(WORKLOAD, metric, r.label, got.times[r.label], 1e6, "ms", role=r.role, note=note)
             res.extra["warmup_ms"] = warm[r.label] / 1e6
             results.append(res)
         else:
@@ -636,7 +653,10 @@ def section(results: list[Result], heading: str, cfg: Config) -> list[str]:
         f"The moons loss (MLP {'-'.join(map(str, LAYERS))}, ReLU, hinge + {ALPHA:g} L2; {k} parameters, "
         f"{cfg.moons_samples} samples) at a fixed parameter vector: one Hessian-vector product, the full "
         f"{k}×{k} Hessian, and the Jacobian of the score w.r.t. the inputs for every sample "
-        f"({cfg.moons_samples}×{LAYERS[0]}). Engines run in alternation; each figure is a median. Every "
+        f"({cfg.moons_samples}×{LAYERS[0]}). Engines take turns (untimed runs for {WARMUP_S * 1e3:g} ms, "
+        f"none for runs of {WARMUP_UNDER_S:g} s or more, then {BLOCK} timed ones), so that no figure "
+        "includes the runs right after another library's, whose threads may still be spinning; each figure "
+        "is a median. Every "
         f"engine's results were checked against the others' before timing (max |difference| / max |value| "
         f"≤ {RTOL:g}). JAX is jit-compiled before timing; arenagrad and torch.func rebuild their graphs on "
         "every call. Ratios are against arenagrad (`arenagrad.func`).",

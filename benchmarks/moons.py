@@ -2,14 +2,23 @@
 
 Same data (make_moons(n_samples=100, noise=0.1), seed 1337 as in micrograd's demo.ipynb), same initial weights
 (drawn as micrograd.nn.MLP draws them after random.seed(1337)), same loss (hinge + 1e-4 L2), same schedule
-(SGD, lr = 1.0 - 0.9*k/100) for every variant. Each step is timed whole: building the inputs, forward,
-loss, zero_grad, backward and the update; the figure is the median over the steps run. The GC stays on, as
-in the demo.
+(SGD, lr = 1.0 - 0.9*k/100 at step k, from learning_rate()) for every variant. Each step is timed whole:
+building the inputs, forward, loss, zero_grad, backward and the update; the figure is the median over the
+steps run. The GC stays on, as in the demo.
 
-A variant is a `make(data, engines) -> step` factory, where `step(k) -> (loss, accuracy)` runs training
-step k; adding one (e.g. an "arenagrad replay" trainer) is one function and one MoonsVariant in
-`variants()`. A factory that learns something worth printing only when it builds the step (the jax.jit row's
-compile time) returns a NotedStep, whose note joins the row's.
+The variants take turns (common.blocked): each runs untimed steps for 20 ms and then five timed ones, then
+the next variant, round-robin, so that machine noise spreads over all of them and no row's figure includes
+the steps right after another library's, whose worker threads may still be spinning (torch batched's OpenMP
+pool spins ~5 ms after its step, longer than a whole turn of jax.jit's steps; see blocked()). The untimed
+steps are training steps with learning rate 0: the same work, but the weights stay where they were, so every
+variant trains for exactly its scheduled steps and its accuracy and loss are those of the demo's loop.
+Variants whose step takes 0.1 s or more (micrograd, torch 0-dim and the reference engine: single-threaded,
+~1 s a step) run one untimed step in all, which tells blocked() they are that slow.
+
+A variant is a `make(data, engines) -> step` factory, where `step(lr) -> (loss, accuracy)` runs one training
+step with learning rate lr; adding one (e.g. an "arenagrad replay" trainer) is one function and one
+MoonsVariant in `variants()`. A factory that learns something worth printing only when it builds the step
+(the jax.jit row's compile time) returns a NotedStep, whose note joins the row's.
 
 The jax.jit row (engine key jax, optional) does torch batched's work in one jitted function: forward over
 the whole batch, hinge mean + 1e-4 * the squares of every parameter (weights and biases), the gradient, the
@@ -25,7 +34,17 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from benchmarks.common import ROLE_MICROGRAD, ROLE_TORCH, ROLE_TORCH_BATCHED, Config, Result, timing
+from benchmarks.common import (
+    ROLE_MICROGRAD,
+    ROLE_TORCH,
+    ROLE_TORCH_BATCHED,
+    Config,
+    Result,
+    Turns,
+    blocked,
+    timing,
+    turns_text,
+)
 from benchmarks.engines import (
     ARENAGRAD,
     JAX,
@@ -47,19 +66,24 @@ ALPHA = 1e-4
 BATCHED_REPLAY_LABEL = "arenagrad batched replay"
 JAX_LABEL = "jax.jit"
 
-Step = Callable[[int], tuple[float, float]]
+Step = Callable[[float], tuple[float, float]]  # step(lr) -> (loss, accuracy of this step's forward)
+
+
+def learning_rate(k: int) -> float:
+    """The demo's schedule: training step k (0-based) of 100."""
+    return 1.0 - 0.9 * k / 100
 
 
 @dataclass
 class NotedStep:
-    """A step plus a note known only once the step is built (e.g. a compile time); measure() appends it to
+    """A step plus a note known only once the step is built (e.g. a compile time); rows() appends it to
     the row's note."""
 
     step: Step
     note: str
 
-    def __call__(self, k: int) -> tuple[float, float]:
-        return self.step(k)
+    def __call__(self, lr: float) -> tuple[float, float]:
+        return self.step(lr)
 
 
 @dataclass
@@ -165,12 +189,11 @@ def demo_step(model: Any, eng: ScalarEngine, data: MoonsData, *, fused: bool = F
         accuracy = [(yi > 0) == (value(scorei) > 0) for yi, scorei in zip(y, scores)]
         return total_loss, sum(accuracy) / len(accuracy)
 
-    def step(k: int) -> tuple[float, float]:
+    def step(lr: float) -> tuple[float, float]:
         total_loss, acc = loss()
         eng.zero_grad(model.parameters())
         eng.backward(total_loss)
-        learning_rate = 1.0 - 0.9 * k / 100
-        eng.sgd(model.parameters(), learning_rate)
+        eng.sgd(model.parameters(), lr)
         return value(total_loss), acc
 
     return step
@@ -265,11 +288,11 @@ def make_arenagrad_replay(data: MoonsData, es: EngineSet) -> Step:
     group = ag.ParamGroup(params)
     feed = [v for row in data.X for v in row] + [float(y) for y in data.y]
 
-    def step(k: int) -> tuple[float, float]:
+    def step(lr: float) -> tuple[float, float]:
         group.zero_grad()
         loss = tape.forward(feed)
         tape.backward()
-        group.sgd_step(lr=1.0 - 0.9 * k / 100)
+        group.sgd_step(lr=lr)
         acc = sum((s.data > 0) == (y > 0) for s, y in zip(scores, data.y)) / len(data.y)
         return loss, acc
 
@@ -291,12 +314,12 @@ def make_arenagrad_batched_replay(data: MoonsData, es: EngineSet) -> Step:
     batch = np.column_stack([np.asarray(data.X, dtype=float), np.asarray(data.y, dtype=float)])
     labels = batch[:, 2] > 0
 
-    def step(k: int) -> tuple[float, float]:
+    def step(lr: float) -> tuple[float, float]:
         group.zero_grad()
         loss = float(per_sample.forward_batch(batch).mean()) + penalty.forward()
         per_sample.backward_batch(1.0 / len(batch))
         penalty.backward()
-        group.sgd_step(lr=1.0 - 0.9 * k / 100)
+        group.sgd_step(lr=lr)
         acc = float(np.mean((per_sample.batch_values(score) > 0) == labels))
         return loss, acc
 
@@ -322,7 +345,7 @@ def make_torch_batched(data: MoonsData, es: EngineSet) -> Step:
     Xt = torch.tensor(data.X, dtype=f64)
     yt = torch.tensor(data.y, dtype=f64)
 
-    def step(k: int) -> tuple[float, float]:
+    def step(lr: float) -> tuple[float, float]:
         scores = model(Xt).squeeze(1)
         data_loss = torch.relu(1 - yt * scores).mean()
         reg_loss = ALPHA * sum((p * p).sum() for p in params)
@@ -331,10 +354,9 @@ def make_torch_batched(data: MoonsData, es: EngineSet) -> Step:
         for p in params:
             p.grad = None
         total_loss.backward()
-        learning_rate = 1.0 - 0.9 * k / 100
         with torch.no_grad():
             for p in params:
-                p -= learning_rate * p.grad
+                p -= lr * p.grad
         return total_loss.item(), acc
 
     return step
@@ -386,9 +408,8 @@ def make_jax(data: MoonsData, es: EngineSet) -> Step:
     state = [params]
     n = len(data.y)
 
-    def step(k: int) -> tuple[float, float]:
-        learning_rate = 1.0 - 0.9 * k / 100
-        new, loss, correct = compiled(state[0], X, y, learning_rate)
+    def step(lr: float) -> tuple[float, float]:
+        new, loss, correct = compiled(state[0], X, y, lr)
         jax.block_until_ready((new, loss, correct))
         state[0] = new
         return float(loss), int(correct) / n
@@ -425,39 +446,47 @@ def variants() -> list[MoonsVariant]:
 
 
 def run(cfg: Config, es: EngineSet, extra_variants: list[MoonsVariant] | None = None) -> list[Result]:
-    results: list[Result] = []
     try:
         data = make_data(cfg)
     except ImportError as exc:
         return [Result(WORKLOAD, m, "all", None, "", status="error", note=f"scikit-learn missing: {exc}")
                 for m in METRICS]
-    for v in [*variants(), *(extra_variants or [])]:
-        if v.engine not in es.selected:
-            continue
-        results.extend(measure(cfg, v, data, es))
+    built: list[tuple[MoonsVariant, Step | list[Result]]] = [
+        (v, build(v, data, es)) for v in [*variants(), *(extra_variants or [])] if v.engine in es.selected]
+    turns = {v.label: Turns(step=lambda k, s=step: s(learning_rate(k)), steps=v.steps(cfg),
+                            warm=lambda s=step: s(0.0))  # lr 0: a whole step that leaves the weights be
+             for v, step in built if not isinstance(step, list)}
+    if turns:
+        print(f"  moons: {', '.join(f'{label} ({t.steps})' for label, t in turns.items())} steps, "
+              "taking turns ...", flush=True)
+    got = blocked(turns)
+    results: list[Result] = []
+    for v, step in built:
+        results.extend(step if isinstance(step, list) else
+                       rows(cfg, v, data, step, got.times[v.label], got.last[v.label], got.warmups[v.label]))
     return results
 
 
-def measure(cfg: Config, v: MoonsVariant, data: MoonsData, es: EngineSet) -> list[Result]:
-    n_steps = v.steps(cfg)
+def build(v: MoonsVariant, data: MoonsData, es: EngineSet) -> Step | list[Result]:
+    """The variant's step, or its rows saying why there is none."""
     try:
-        step = v.make(data, es)
+        return v.make(data, es)
     except NotAvailable as exc:
         return [Result(WORKLOAD, m, v.label, None, "", role=v.role, status=exc.status, note=str(exc))
                 for m in METRICS]
     except (RuntimeError, TypeError, ValueError) as exc:
         return [Result(WORKLOAD, m, v.label, None, "", role=v.role, status="error",
                        note=f"{type(exc).__name__}: {exc}") for m in METRICS]
-    print(f"  moons: {v.label} ({n_steps} steps) ...", flush=True)
-    times: list[int] = []
-    loss = acc = float("nan")
-    for k in range(n_steps):
-        t0 = time.perf_counter_ns()
-        loss, acc = step(k)
-        times.append(time.perf_counter_ns() - t0)
+
+
+def rows(cfg: Config, v: MoonsVariant, data: MoonsData, step: Step, times: list[int],
+         last: tuple[float, float], warmups: int) -> list[Result]:
+    """The variant's two rows from its timed steps and what the last one returned."""
+    n_steps = len(times)
+    loss, acc = last
     note = f"{len(data.X)} samples; {v.desc}" + (f"; {step.note}" if isinstance(step, NotedStep) else "")
     out = [timing(WORKLOAD, M_STEP, v.label, times, 1e9, "s", role=v.role,
-                  note=f"median of {len(times)} steps; {note}")]
+                  note=f"{turns_text(warmups, n_steps)}; {note}")]
     if n_steps >= cfg.moons_steps:
         out.append(Result(WORKLOAD, M_ACC, v.label, 100.0 * acc, "%", runs=1, role=v.role, ratios=False,
                           lower_is_better=False,

@@ -32,7 +32,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import bandwidth, blobs, blobs_time, chain, derivatives, dual, memory, moons, report, wide
-from benchmarks.common import REPO_ROOT, Config, Result
+from benchmarks.common import BLOCK, REPO_ROOT, WARMUP_S, WARMUP_UNDER_S, Config, Result
 from benchmarks.engines import ALL_ENGINES, JAX, load_engines
 
 WORKLOADS = {
@@ -131,15 +131,26 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-METHOD = """\
+METHOD = f"""\
 ## How the figures are taken
 
-- Every engine runs in one process (`python benchmarks/run.py`), one after another; every figure is the
-  median of several runs (the `runs` column): `--repeat` runs (default 5) for chain and wide,
-  every training step for moons. Exceptions, run in subprocesses: micrograd's deep backward (below, fewer
-  runs) and memory (a fresh process per engine and graph).
+- Every engine runs in one process (`python benchmarks/run.py`); every figure is the median of several
+  runs (the `runs` column): `--repeat` runs (default 5) for chain and wide, every timed training step for
+  moons and blobs. Exceptions, run in subprocesses: micrograd's deep backward (below, fewer runs) and
+  memory (a fresh process per engine and graph).
 - After the engines are imported the suite calls `gc.freeze()`, so the "GC on" figures do not depend on
-  which other libraries the run loaded; each timed run starts after a `gc.collect()`.
+  which other libraries the run loaded; each timed run of chain, wide and dual starts after a
+  `gc.collect()`.
+- moons, blobs and derivatives time several libraries against each other: the engines take turns. Each
+  turn is untimed steps for {WARMUP_S * 1e3:g} ms (none for engines whose step takes {WARMUP_UNDER_S:g} s
+  or more), then {BLOCK} timed steps, then the next engine, round-robin, so that machine noise hits every
+  engine alike while no figure includes the steps right after another library's: PyTorch's OpenMP threads
+  keep spinning on a core for ~5-7 ms after its step, which no user of one library sees (with the engines
+  alternating step by step, blobs' arenagrad step took 4.3-5.5 ms instead of its 3.6-3.8 ms alone, and
+  jax.jit's 7.5-8.5 ms instead of 5.5). The untimed training steps use learning rate 0 (JAX's blobs step:
+  its result is dropped), so the weights, accuracies and losses are those of the scheduled steps alone.
+  The collector runs once before the first turn, then as in a training loop (a `gc.collect()` before every
+  step made every step start cold: with torch.optim imported, one takes ~45 ms).
 - chain: `x = (x * w + c).tanh()` repeated, with leaves `w` and `c` shared; forward is building the graph,
   timed with the default GC and with `gc.disable()`; backward is `root.backward()` on a fresh graph, per
   node (ops plus the three leaves). micrograd 0.1.0 has no `tanh`: the suite adds one written exactly like
@@ -159,12 +170,12 @@ METHOD = """\
   includes waiting for the result and converting the loss and accuracy to Python floats.
 - blobs (its own section): the notebooks' experiment, `make_blobs(10000, n_features=5, centers=2)`, a
   linear 5-25-25-2 stack, mean cross-entropy, SGD lr 0.01, full batch; every engine from the same float64
-  weights. Steps alternate between the engines, each step timed whole (forward, loss, zero_grad, backward,
+  weights. The engines take turns (above), each step timed whole (forward, loss, zero_grad, backward,
   update); each engine's losses at the initial weights and after one step are checked against arenagrad's
   (1e-10 relative; torch float32 1e-5) before timing. JAX's step is jit-compiled before timing.
 - derivatives (the "Second derivatives" section): the moons loss as a function of its 337 parameters, at
   the moons initial weights with small nonzero biases; a Hessian-vector product, the full Hessian, and the
-  score's Jacobian w.r.t. the inputs of every sample. Engines alternate run by run and are cross-checked
+  score's Jacobian w.r.t. the inputs of every sample. Engines take turns (above) and are cross-checked
   (to 1e-10 relative) before timing; JAX (float64, CPU) is jit-compiled first, arenagrad (`arenagrad.func`)
   and torch.func rebuild their graphs on every call. Runs per figure: `--repeat` at least, more for fast
   figures (up to ~1 s per engine and figure, at most 41).
