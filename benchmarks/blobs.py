@@ -18,7 +18,7 @@ engine trains for exactly the timed steps and the losses are those of a run with
 - arenagrad batched replay: ONE sample's loss ``logsumexp(logits) - dot(onehot, logits)`` recorded once as a
   Tape (inputs: the 5 features and the one-hot label; parameters: Values shared by every sample, each neuron
   ``arenagrad.dot(w_row, x) + b``); a step is ``forward_batch`` of the (n, 7) rows, ``ParamGroup.zero_grad``,
-  ``backward_batch(1/n)`` and ``ParamGroup.sgd_step``.
+  ``backward_batch(1/n, input_grads=False)`` and ``ParamGroup.sgd_step``.
 - torch float64 / torch float32: the nn.Sequential on the (n, 5) tensor, ``F.cross_entropy``,
   ``torch.optim.SGD``; torch's default thread count (recorded in the note). Ratios are against torch float64.
 - jax.jit float64: a jitted step (``value_and_grad`` of the mean cross-entropy, then ``p - lr * g``),
@@ -166,7 +166,7 @@ def make_arenagrad(data: BlobsData, es: EngineSet) -> Trainer:
     def step(lr: float = LR) -> float:
         loss = float(tape.forward_batch(batch).mean())
         group.zero_grad()
-        tape.backward_batch(inv_n)
+        tape.backward_batch(inv_n, input_grads=False)
         group.sgd_step(lr=lr)
         return loss
 
@@ -214,11 +214,12 @@ def make_arenagrad(data: BlobsData, es: EngineSet) -> Trainer:
             text += f", per-sample gradients {'bit for bit' if dg == 0 else f'to {dg:.1g}'}"
         return text
 
-    passes = (lambda: tape.forward_batch(batch), lambda: tape.backward_batch(inv_n),
+    passes = (lambda: tape.forward_batch(batch), lambda: tape.backward_batch(inv_n, input_grads=False),
               tape.num_nodes + len(tape.inputs), lambda: tape.batch_bytes_per_sample)
     return Trainer(AG_LABEL, step, lambda: step(0.0), evaluate, reset, checks=eager_check, passes=passes,
                    note=f"one sample's loss recorded once ({tape.num_nodes:,} nodes, {len(params)} "
-                        f"parameters), samples as rows: forward_batch + zero_grad + backward_batch(1/n) + "
+                        f"parameters), samples as rows: forward_batch + zero_grad + "
+                        f"backward_batch(1/n, input_grads=False) + "
                         "sgd_step")
 
 

@@ -317,7 +317,7 @@ def make_arenagrad_batched_replay(data: MoonsData, es: EngineSet) -> Step:
     def step(lr: float) -> tuple[float, float]:
         group.zero_grad()
         loss = float(per_sample.forward_batch(batch).mean()) + penalty.forward()
-        per_sample.backward_batch(1.0 / len(batch))
+        per_sample.backward_batch(1.0 / len(batch), input_grads=False)
         penalty.backward()
         group.sgd_step(lr=lr)
         acc = float(np.mean((per_sample.batch_values(score) > 0) == labels))
