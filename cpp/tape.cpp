@@ -580,8 +580,9 @@ bool Tape::back_layer(Workspace& ws, double* lanes, const Layer& layer, std::siz
         }
     }
     const std::uint32_t* x = operands_.data() + first.a + k;
-    // The rows' grads are wanted unless every row is an input whose grads nobody asked for.
-    bool grads_wanted = input_grads_ != nullptr || !kept_rows_.empty();
+    // The rows' grads are wanted unless every row is an input whose grads nobody asked for (a per-sample
+    // sweep, which may keep an input's, never gets here).
+    bool grads_wanted = input_grads_ != nullptr;
     for (std::size_t t = 0; t < k; ++t) {
         ws.layer_rows[t] = after_forward(x[t], s0);
         ws.layer_row_grads[t] = tile_grad(ws, x[t]);

@@ -243,10 +243,13 @@ class Tape {
     // Grads live only while their tile is swept, in the thread's workspace, where they stay in cache:
     // the backward pass reads the batch's values once and writes back only the rows someone asked for
     // (kept_rows_, and the inputs' into backward_batch's output). Sample s0 + j of the tile is at j.
-    // Rows of a tile lie this far apart: the tile's length, rounded up to whole cache lines, and one more
-    // line, so that the rows a kernel reads side by side do not all fall into the same few sets of a
-    // 4 KiB-indexed L1 (256 doubles apart, every second row would).
-    std::size_t tile_stride() const { return (std::min(kTile, batch_) + 7) / 8 * 8 + 8; }
+    // Rows of a tile lie this far apart. Long ones a cache line more than a whole number of lines, so that
+    // the rows a kernel reads side by side do not all fall into the same few sets of a 4 KiB-indexed L1
+    // (256 doubles apart, every second row would); short ones (a small batch of a large graph) unpadded.
+    std::size_t tile_stride() const {
+        const std::size_t n = std::min(kTile, batch_);
+        return n < 64 ? n : (n + 7) / 8 * 8 + 8;
+    }
     double* tile_grad(Workspace& ws, std::uint32_t r) const { return ws.grads.data() + std::size_t{r} * tile_stride(); }
     // Where the forward pass reads and writes row r for the tile from s0: its stored row or the tile's.
     double* tile_value(Workspace& ws, std::uint32_t r, std::size_t s0) const {
@@ -264,7 +267,8 @@ class Tape {
     // those rows. Forward computes them all at the first one's turn: their rows are ready then, and
     // nothing reads a dot's value before its own turn. Backward runs them together at the first
     // one's turn (the last of theirs in the sweep), last dot first: the order in which each row's
-    // grad gains their terms is the one the dots one by one would give.
+    // grad gains their terms is the one the dots one by one would give. A per-sample sweep runs each
+    // dot at its own turn instead: there a shared leaf's row of grads gains terms in the sweep's order.
     // A dot's bias add (an Add of its row and a shared leaf, anywhere after it) runs in the layer's
     // forward kernel too: its operands are ready at the layer's turn, and a + b is b + a bit for bit.
     struct Layer {

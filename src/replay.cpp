@@ -337,7 +337,7 @@ are exact on every replay.
                 return std::move(grads);
             },
             py::arg("seed") = py::none(), py::kw_only(), py::arg("reduce") = "sum", py::arg("params") = py::none(),
-            py::arg("input_grads") = true,
+            py::arg("input_grads").noconvert() = true,
             "Backpropagates every sample at once, seeding each sample's root grad with `seed` (1 by "
             "default; e.g. 1/batch for a mean; shape (batch, roots) for a tape of several). Adds the "
             "batch-summed grads of the shared leaves (parameters) into their .grad and returns "

@@ -155,6 +155,15 @@ class Tape:
         params: None = None,
         input_grads: Literal[False],
     ) -> None: ...
+    @overload
+    def backward_batch(
+        self,
+        seed: float | np.ndarray | None = None,
+        *,
+        reduce: Literal["sum"] = "sum",
+        params: None = None,
+        input_grads: bool,
+    ) -> npt.NDArray[np.float64] | None: ...
     def jvp_batch(self, tangents: np.ndarray | Sequence[Sequence[float]]) -> npt.NDArray[np.float64]: ...
     @overload
     def hvp_batch(
