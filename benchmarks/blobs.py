@@ -42,7 +42,7 @@ import numpy as np
 
 from benchmarks import blobs_time
 from benchmarks.common import BLOCK, WARMUP_S, Config, Result, Turns, blocked, timing, turns_text
-from benchmarks.engines import ARENAGRAD, JAX, TORCH_BATCHED, EngineSet
+from benchmarks.engines import ARENAGRAD, JAX, TORCH_BATCHED, EngineSet, NotAvailable, jax_cpu_float64
 
 WORKLOAD = "blobs"
 TITLE = "blobs: the notebooks' experiment"
@@ -66,14 +66,6 @@ JAX_LABEL = "jax.jit float64"
 
 class LossesDisagree(AssertionError):
     """Two engines computed different losses from the same weights: their timings would not be comparable."""
-
-
-class NotAvailable(Exception):
-    """An engine (or the piece of it this workload needs) is missing; reported as a row with this status."""
-
-    def __init__(self, note: str, status: str = "not installed") -> None:
-        super().__init__(note)
-        self.status = status
 
 
 @dataclass
@@ -282,13 +274,8 @@ def make_torch(dtype_name: str) -> Callable[[BlobsData, EngineSet], Trainer]:
 
 
 def make_jax(data: BlobsData, es: EngineSet) -> Trainer:
-    jax = es.jax
-    if jax is None:
-        raise NotAvailable(es.missing.get(JAX, "not installed"))
-    if not jax.config.jax_enable_x64:
-        raise NotAvailable("JAX's float64 (jax_enable_x64) is off", "n/a")
+    jax, dev = jax_cpu_float64(es)
     jnp = jax.numpy
-    dev = jax.devices("cpu")[0]
 
     def put(a: np.ndarray) -> Any:
         return jax.device_put(jnp.asarray(a), dev)

@@ -65,7 +65,7 @@ from benchmarks.common import (
     timing,
     turns_text,
 )
-from benchmarks.engines import ARENAGRAD, JAX, TORCH_BATCHED, EngineSet
+from benchmarks.engines import ARENAGRAD, JAX, TORCH_BATCHED, EngineSet, NotAvailable, jax_cpu_float64
 
 WORKLOAD = "derivatives"
 M_HVP = "Hessian-vector product (ms)"
@@ -484,11 +484,10 @@ def torch_rows(es: EngineSet, prob: Problem) -> EngineRows:
 
 def jax_rows(es: EngineSet, prob: Problem) -> EngineRows:
     label = "jax.jit"
-    jax = es.jax
-    if jax is None:
-        return _all_unavailable(label, "not installed", es.missing.get(JAX, "not installed"))
-    if not jax.config.jax_enable_x64:
-        return _all_unavailable(label, "n/a", "JAX's float64 (jax_enable_x64) is off")
+    try:
+        jax, dev = jax_cpu_float64(es)
+    except NotAvailable as exc:
+        return _all_unavailable(label, exc.status, str(exc))
     jnp = jax.numpy
     act = jax.nn.relu if prob.activation == "relu" else getattr(jnp, prob.activation)
     last = len(LAYERS) - 2
@@ -510,7 +509,6 @@ def jax_rows(es: EngineSet, prob: Problem) -> EngineRows:
     hvp = jax.jit(lambda p, v, X, y: jax.jvp(lambda q: jax.grad(loss)(q, X, y), (p,), (v,))[1])
     hess = jax.jit(jax.hessian(loss))
     jac = jax.jit(jax.vmap(jax.grad(mlp, argnums=1), in_axes=(None, 0)))
-    dev = jax.devices("cpu")[0]
     p, v, X, y = (jax.device_put(jnp.asarray(a, dtype=jnp.float64), dev)
                   for a in (prob.p, prob.v, prob.X, prob.y))
 

@@ -222,6 +222,26 @@ class EngineSet:
         return self.engines.get(key)
 
 
+class NotAvailable(Exception):
+    """An engine (or the piece of it a workload needs) is missing: its rows are reported with this status
+    ("not installed", or e.g. "n/a" when JAX's float64 is off) and the note, never timed."""
+
+    def __init__(self, note: str, status: str = "not installed") -> None:
+        super().__init__(note)
+        self.status = status
+
+
+def jax_cpu_float64(es: EngineSet) -> tuple[Any, Any]:
+    """JAX and its CPU device, for the workloads' float64 rows; NotAvailable when JAX was not loaded or its
+    float64 (jax_enable_x64) is off."""
+    jax = es.jax
+    if jax is None:
+        raise NotAvailable(es.missing.get(JAX, "not installed"))
+    if not jax.config.jax_enable_x64:
+        raise NotAvailable("JAX's float64 (jax_enable_x64) is off", "n/a")
+    return jax, jax.devices("cpu")[0]
+
+
 def load_engines(selected: tuple[str, ...]) -> EngineSet:
     engines: dict[str, ScalarEngine] = {}
     missing: dict[str, str] = {}

@@ -53,7 +53,9 @@ from benchmarks.engines import (
     TORCH,
     TORCH_BATCHED,
     EngineSet,
+    NotAvailable,
     ScalarEngine,
+    jax_cpu_float64,
 )
 
 WORKLOAD = "moons"
@@ -102,15 +104,6 @@ class MoonsVariant:
     role: str = ""
     desc: str = ""
     steps: Callable[[Config], int] = lambda cfg: cfg.moons_steps
-
-
-class NotAvailable(Exception):
-    """A variant's optional piece (e.g. arenagrad.nn) is not importable: reported as not installed (or with
-    another status, e.g. "n/a" when JAX's float64 is off)."""
-
-    def __init__(self, note: str, status: str = "not installed") -> None:
-        super().__init__(note)
-        self.status = status
 
 
 def make_data(cfg: Config) -> MoonsData:
@@ -367,15 +360,10 @@ def make_jax(data: MoonsData, es: EngineSet) -> Step:
     accuracy (the count of correct samples) in ONE jitted function, compiled before the clock starts;
     parameters a pytree of float64 device arrays (per layer: W (out, in), b (out,)), from the shared init with
     zero biases."""
-    jax = es.jax
-    if jax is None:
-        raise NotAvailable(es.missing.get(JAX, "not installed"))
-    if not jax.config.jax_enable_x64:
-        raise NotAvailable("JAX's float64 (jax_enable_x64) is off", "n/a")
+    jax, dev = jax_cpu_float64(es)
     import numpy as np
 
     jnp = jax.numpy
-    dev = jax.devices("cpu")[0]
 
     def put(a: Any) -> Any:
         return jax.device_put(jnp.asarray(np.asarray(a, dtype=np.float64)), dev)
