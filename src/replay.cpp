@@ -8,6 +8,7 @@
 #include <limits>
 #include <new>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -320,21 +321,16 @@ are exact on every replay.
                     }
                     return per_sample;
                 }
-                if (!input_grads) {
-                    try {
-                        tape.backward_batch(seed_data, nullptr);
-                    } catch (const std::logic_error& e) {
-                        throw py::value_error(e.what());
-                    }
-                    return py::none();
-                }
-                Array grads({batch, static_cast<py::ssize_t>(tape.inputs().size())});
+                std::optional<Array> grads;
+                const auto n_in = static_cast<py::ssize_t>(tape.inputs().size());
+                if (input_grads) grads.emplace(std::vector<py::ssize_t>{batch, n_in});
                 try {
-                    tape.backward_batch(seed_data, grads.mutable_data());
+                    tape.backward_batch(seed_data, grads ? grads->mutable_data() : nullptr);
                 } catch (const std::logic_error& e) {
                     throw py::value_error(e.what());
                 }
-                return std::move(grads);
+                if (!grads) return py::none();
+                return std::move(*grads);
             },
             py::arg("seed") = py::none(), py::kw_only(), py::arg("reduce") = "sum", py::arg("params") = py::none(),
             py::arg("input_grads").noconvert() = true,
